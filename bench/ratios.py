@@ -1,0 +1,216 @@
+"""The core's speed and memory goals, measured as ratios side by side in one process.
+
+Each row times percontainer and its reference in interleaved repeats and reports the ratio of
+the minimums (loop overhead subtracted from both), so a noisy, shared machine moves both sides
+alike. Memory rows use tracemalloc. Run:  python bench/ratios.py [--twin c|py] [--quick]
+Exit status 0 always: the goals are reported as PASS/MISS, not enforced here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import gc
+import importlib
+import sys
+import timeit
+import tracemalloc
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+
+def interleaved_min(stmts: dict[str, str], env: dict[str, Any], number: int,
+                    repeats: int) -> dict[str, float]:
+    """Return ns per run of each statement: min over interleaved repeats, loop overhead removed."""
+    timers = {key: timeit.Timer(stmt, globals=env) for key, stmt in stmts.items()}
+    timers["_loop"] = timeit.Timer("pass", globals=env)
+    best = dict.fromkeys(timers, float("inf"))
+    for _ in range(repeats):
+        for key, timer in timers.items():
+            best[key] = min(best[key], timer.timeit(number) / number * 1e9)
+    loop = best.pop("_loop")
+    return {key: max(value - loop, 0.01) for key, value in best.items()}
+
+
+def traced_bytes(build: Callable[[], Any]) -> tuple[int, Any]:
+    """Return the bytes that build() leaves allocated (tracemalloc), and what it built."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    built = build()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, built
+
+
+def slots_class(fields: int) -> type:
+    names = [f"f{i}" for i in range(fields)]
+    body = "\n".join(f"        self.{n} = None" for n in names) or "        pass"
+    source = f"class Struct:\n    __slots__ = {tuple(names)!r}\n    def __init__(self):\n{body}\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102  # builds the globals-in-structs reference with N fields
+    return namespace["Struct"]  # type: ignore[no-any-return]
+
+
+class Row:
+    def __init__(self, what: str, ours: float, theirs: float, goal: float, unit: str) -> None:
+        self.what, self.ours, self.theirs, self.goal, self.unit = what, ours, theirs, goal, unit
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.theirs
+
+    def line(self) -> str:
+        verdict = "PASS" if self.ratio <= self.goal else "MISS"
+        return (f"| {self.what} | {self.ours:,.1f} {self.unit} | {self.theirs:,.1f} {self.unit} "
+                f"| {self.ratio:.2f}x | <= {self.goal}x | {verdict} |")
+
+
+def speed_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:
+    rows = []
+    cv: contextvars.ContextVar[int] = contextvars.ContextVar("bench.cv")
+    cv.set(1)
+    var = pc.PerContainer("bench.ratios.var", default=0)
+    var.set(1)
+    struct_cls = slots_class(1)
+    struct = struct_cls()
+    struct.f0 = 0
+    tenant: contextvars.ContextVar[Any] = contextvars.ContextVar("bench.tenant")
+    tenant.set(struct)
+    c = pc.Container("bench")
+    env = {"cv": cv, "v": var, "cur": tenant, "c": c}
+    t = interleaved_min({
+        "v.get": "v.get()", "cv.get": "cv.get()",
+        "v.set": "v.set(1)", "cv.set": "cv.set(1)",
+        "v.add": "v.add(1)", "struct": "cur.get().f0 += 1",
+        "with": "with c: pass", "switch": "tok = cv.set(c); cv.reset(tok)",
+    }, env, number, repeats)
+    rows.append(Row("`v.get()` vs `ContextVar.get()`", t["v.get"], t["cv.get"], 1.0, "ns"))
+    rows.append(Row("`v.set(x)` vs `ContextVar.set(x)`", t["v.set"], t["cv.set"], 0.5, "ns"))
+    rows.append(Row("`v.add(1)` vs `cur.get().hits += 1`", t["v.add"], t["struct"], 0.8, "ns"))
+    rows.append(Row("`with c: pass` vs `cv.set(c); cv.reset(tok)`", t["with"], t["switch"], 1.0,
+                    "ns"))
+    c.close()
+    return rows
+
+
+def create_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:
+    keep = [pc.PerContainer(f"bench.ratios.create.{i}", default=0) for i in range(100)]
+    struct100 = slots_class(100)
+    env = {"Container": pc.Container, "Struct": struct100}
+    t = interleaved_min({"ours": "Container().close()", "struct": "Struct()"}, env, number,
+                        repeats)
+    rows = [Row("create + close, 100 vars declared, vs 100-field `__slots__` init", t["ours"],
+                t["struct"], 0.5, "ns")]
+    one = interleaved_min({"ours": "Container().close()"}, env, number, repeats)["ours"]
+    keep += [pc.PerContainer(f"bench.ratios.create.{i}", default=0) for i in range(100, 1000)]
+    thousand = interleaved_min({"ours": "Container().close()"}, env, number, repeats)["ours"]
+    rows.append(Row("create + close, 1,000 vs 100 vars declared", thousand, one, 1.2, "ns"))
+    del keep
+    return rows
+
+
+def scale_rows(pc: ModuleType, repeats: int, containers: int = 10_000,
+               variables: int = 1_000) -> list[Row]:
+    few_var = pc.PerContainer("bench.ratios.scale.first", default=0)
+    one = pc.Container("one")
+    with one:
+        few_var.set(1)
+    small_loop = [one] * containers
+    many_vars = [pc.PerContainer(f"bench.ratios.scale.{i}", default=0) for i in range(variables)]
+    last = many_vars[-1]
+
+    def make_many() -> list[Any]:
+        made = [pc.Container() for _ in range(containers)]
+        for container in made:
+            container.run(last.set, 1)
+        return made
+
+    touched_bytes, many = traced_bytes(make_many)
+    env = {"few": few_var, "last": last, "small": small_loop, "many": many}
+    t = interleaved_min({"many": "for c in many: last.of(c)",
+                         "small": "for c in small: few.of(c)"}, env, 3, repeats)
+    rows = [Row(f"read, {containers:,} containers x {variables:,} vars vs 1 x 1", t["many"],
+                t["small"], 1.15, "ns")]
+    # Memory: containers that touched only the last of 1,000 variables, against containers
+    # that touched the only declared variable: what a container costs must not grow with
+    # the number of declared variables it never touched.
+    for container in many:
+        container.close()
+    del many, many_vars, last
+    gc.collect()
+    lone = pc.PerContainer("bench.ratios.scale.lone", default=0)
+
+    def make_dense() -> list[Any]:
+        made = [pc.Container() for _ in range(containers)]
+        for container in made:
+            container.run(lone.set, 1)
+        return made
+
+    lone_bytes, dense = traced_bytes(make_dense)
+    for container in dense:
+        container.close()
+    one.close()
+    rows.append(Row("memory per container touching 1 of 1,000 vars vs 1 of 1",
+                    touched_bytes / containers, lone_bytes / containers, 1.5, "B"))
+    return rows
+
+
+def memory_rows(pc: ModuleType, count: int = 10_000, fields: int = 20) -> list[Row]:
+    variables = [pc.PerContainer(f"bench.ratios.mem.{i}", default=None) for i in range(fields)]
+    values = [object() for _ in range(fields)]  # the same value objects on both sides
+    struct_cls = slots_class(fields)
+
+    def make_containers() -> list[Any]:
+        made = []
+        for _ in range(count):
+            container = pc.Container()
+            with container:
+                for variable, value in zip(variables, values):
+                    variable.set(value)
+            made.append(container)
+        return made
+
+    def make_structs() -> list[Any]:
+        made = []
+        for _ in range(count):
+            struct = struct_cls()
+            for i, value in enumerate(values):
+                setattr(struct, f"f{i}", value)
+            made.append(struct)
+        return made
+
+    ours, made = traced_bytes(make_containers)
+    theirs, structs = traced_bytes(make_structs)
+    for container in made:
+        container.close()
+    del structs
+    return [Row(f"memory, container with {fields} touched vars vs {fields}-field `__slots__`",
+                ours / count, theirs / count, 1.25, "B")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--twin", choices=["c", "py"], default="c")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args(argv)
+    pc = importlib.import_module(
+        "percontainer._core_c" if args.twin == "c" else "percontainer._core_py")
+    number, repeats = (20_000, 5) if args.quick else (200_000, 15)
+    rows = speed_rows(pc, number, repeats)
+    rows += create_rows(pc, number // 10, repeats)
+    rows += scale_rows(pc, 3 if args.quick else 9)
+    rows += memory_rows(pc)
+    print(f"percontainer core goals, twin={args.twin}, enabled={pc.ENABLED}, "
+          f"Python {sys.version.split()[0]}; min of {repeats} interleaved repeats\n")
+    print("| measure | percontainer | reference | ratio | goal | |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""`python -m percontainer demo`: tenants isolated across threads and asyncio tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+
+from . import ENABLED, IMPLEMENTATION, Container, PerContainer, current, per_container
+
+requests = PerContainer("percontainer.demo.requests", default=0)
+
+
+@per_container
+def seen_paths() -> list[str]:
+    """Each tenant's own list, made on first use in that tenant."""
+    return []
+
+
+def handle(path: str) -> None:
+    """A request handler: no tenant argument, yet it only touches its tenant's state."""
+    requests.add(1)
+    seen_paths.get().append(path)
+
+
+async def serve(tenant: Container, paths: list[str]) -> None:
+    with tenant:
+        for path in paths:
+            handle(path)
+            await asyncio.sleep(0)  # other tenants' tasks run here
+
+
+async def serve_all(tenants: list[Container]) -> None:
+    await asyncio.gather(*(serve(t, [f"/{t.name}/{i}" for i in range(3)]) for t in tenants))
+
+
+def demo() -> int:
+    tenants = [Container(name) for name in ("acme", "globex", "initech")]
+    asyncio.run(serve_all(tenants))
+    workers = [threading.Thread(target=t.run, args=(handle, f"/{t.name}/thread")) for t in tenants]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print(f"core: {IMPLEMENTATION}; virtualization {'on' if ENABLED else 'off (PERCONTAINER_DISABLE)'}")
+    print(f"current container here: {current()!r}")
+    for tenant in tenants:
+        print(f"  {tenant.name:8s} requests={requests.of(tenant)}  paths={seen_paths.of(tenant)}")
+    print(f"requests over all containers: {requests.sum()}")
+    for tenant in tenants:
+        tenant.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m percontainer", description=__doc__)
+    parser.add_argument("command", choices=["demo"], nargs="?", default="demo",
+                        help="demo: three tenants served by asyncio tasks and threads")
+    parser.parse_args(argv)
+    return demo()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Argument checks shared by both cores: off the hot path, one message for each mistake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["check_declaration", "check_name", "check_share", "check_callable"]
+
+#: Defaults that would be one object shared by every tenant: the classic cross-tenant leak.
+_MUTABLE_DEFAULTS = (list, dict, set, bytearray)
+
+
+def check_name(name: object, what: str) -> str:
+    """Return `name` if it is a non-empty str, else raise naming `what`."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    return name
+
+
+def check_callable(fn: object, what: str) -> None:
+    """Raise TypeError unless `fn` is None or callable."""
+    if fn is not None and not callable(fn):
+        raise TypeError(f"{what} must be callable or None, not {type(fn).__name__}")
+
+
+def check_declaration(
+    name: object, default: object, has_default: bool, factory: object, group: object, on_exit: object
+) -> None:
+    """Validate the arguments of PerContainer(); raise with the fix in the message."""
+    check_name(name, "PerContainer name")
+    check_name(group, "group")
+    check_callable(factory, "factory")
+    check_callable(on_exit, "on_exit")
+    if has_default and factory is not None:
+        raise TypeError(f"PerContainer {name!r}: pass default= or factory=, not both")
+    if has_default and isinstance(default, _MUTABLE_DEFAULTS):
+        kind = type(default).__name__
+        raise TypeError(
+            f"PerContainer {name!r}: a mutable default ({kind}) would be one object shared by "
+            f"every container; pass factory={kind} (or a function returning a fresh value) instead"
+        )
+
+
+def check_share(share: Iterable[Any], known_groups: Iterable[str]) -> frozenset[str]:
+    """Return `share` as a frozenset of known group names, or raise."""
+    if isinstance(share, str):
+        raise TypeError(f"share must be an iterable of group names, not a str; use share=({share!r},)")
+    try:
+        groups = frozenset(share)
+    except TypeError:
+        raise TypeError(
+            f"share must be an iterable of group names, not {type(share).__name__}"
+        ) from None
+    known = frozenset(known_groups)
+    for group in groups:
+        if not isinstance(group, str):
+            raise TypeError(f"share holds {group!r}; group names are str")
+    unknown = sorted(groups - known)
+    if unknown:
+        raise ValueError(
+            f"unknown group(s) {', '.join(map(repr, unknown))} in share; "
+            f"known groups: {', '.join(map(repr, sorted(known)))} "
+            "(a group is known once a variable is declared in it)"
+        )
+    return groups
+
+
+def describe_callable(fn: Callable[..., Any]) -> str:
+    """Return a short name for `fn` for error messages."""
+    return getattr(fn, "__qualname__", None) or repr(fn)

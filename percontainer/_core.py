@@ -1,0 +1,41 @@
+"""The selector: the compiled core where it imports, else the pure-Python twin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._config import NO_EXTENSIONS
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._core_py import (
+        ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+    )
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from ._core_c import (
+            ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+        )
+
+        IMPLEMENTATION = "cython"
+    except ImportError:  # built without a compiler: the twin has the same names and semantics
+        import warnings
+
+        warnings.warn(
+            "percontainer: the compiled core is not built here, so the pure-Python twin runs "
+            "(slower, same semantics). Install with a C compiler, or run from outside a source "
+            "checkout; set PERCONTAINER_NO_EXTENSIONS=1 to choose the twin silently.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        from ._core_py import (
+            ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+        )
+
+        IMPLEMENTATION = "python"
+
+__all__ = [
+    "ENABLED", "IMPLEMENTATION", "Container", "PerContainer", "containers", "current", "host",
+    "per_container", "wrap",
+]

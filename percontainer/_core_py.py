@@ -1,0 +1,584 @@
+"""The pure-Python twin of the core: the readable reference of the semantics.
+
+Words borrowed from the kernel: a *slot* is a variable's fixed index into every container's
+*area* (the per-cpu offset); *current* is the effective container of this thread or asyncio task
+(econtainer). `_core_c.pyx` implements the same names with the same behaviour in Cython.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from ._checks import check_callable, check_declaration, check_name, check_share
+from ._config import DISABLED
+from ._errors import ContainerClosedError, ContainerError
+
+__all__ = [
+    "ENABLED",
+    "Container",
+    "ContainerClosedError",
+    "ContainerError",
+    "PerContainer",
+    "containers",
+    "current",
+    "host",
+    "per_container",
+    "wrap",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+#: False when PERCONTAINER_DISABLE was set at import: every container uses the host's storage.
+ENABLED: bool = not DISABLED
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+# Life cycle of a container. LIVE: enterable. CLOSING: close() was called while a thread or
+# task was still inside; teardown waits for the last one to leave. TEARDOWN: exit hooks are
+# running, values still readable. DEAD: values dropped; any access raises.
+_LIVE, _CLOSING, _TEARDOWN, _DEAD = range(4)
+
+# One lock guards the registries and life-cycle transitions. It is reentrant because dropping
+# a value can run arbitrary code (a __del__) that declares variables or creates containers.
+# User code (factories, exit hooks) never runs while it is held.
+_lock = threading.RLock()
+
+
+class _Record:
+    """One declared variable: its slot and how to make its value."""
+
+    __slots__ = ("name", "group", "slot", "seq", "default", "has_default", "factory", "on_exit",
+                 "__weakref__")
+
+    def __init__(self, name: str, group: str, slot: int, seq: int) -> None:
+        self.name = name
+        self.group = group
+        self.slot = slot
+        self.seq = seq  # declaration order, for exit hooks (slots are reused, so not slot order)
+        self.default: Any = _UNSET
+        self.has_default = False
+        self.factory: Callable[[], Any] | None = None
+        self.on_exit: Callable[[Any], object] | None = None
+
+
+# The variable registry. A record lives while any PerContainer object refers to it; when the
+# last one is collected, _release clears its slot in every container and frees the slot.
+_record_refs: list[weakref.ref[_Record] | None] = []  # slot -> record
+_free_slots: list[int] = []  # a heap: the lowest free slot is reused first, keeping areas short
+_by_name: dict[str, weakref.ref[_Record]] = {}
+_groups: set[str] = {"default"}
+_declaration_seq = itertools.count()
+
+# Every container that still holds storage (LIVE, CLOSING or TEARDOWN), in creation order.
+_holding: dict[Container, None] = {}
+_ids = itertools.count()
+
+
+def _release(slot: int, name: str, ref: weakref.ref[_Record]) -> None:
+    """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
+    dropped = []
+    with _lock:
+        if _by_name.get(name) is ref:
+            del _by_name[name]
+        _record_refs[slot] = None
+        for container in _holding:
+            area = container._area
+            if area is not None and slot < len(area) and area[slot] is not _UNSET:
+                dropped.append(area[slot])
+                area[slot] = _UNSET
+        heapq.heappush(_free_slots, slot)
+    del dropped  # values die here, outside the lock, after the slot is clean
+
+
+def _declare(name: str, group: str, default: Any, has_default: bool,
+             factory: Callable[[], Any] | None,
+             on_exit: Callable[[Any], object] | None) -> _Record:
+    with _lock:
+        ref = _by_name.get(name)
+        record = ref() if ref is not None else None
+        if record is None:
+            slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
+            record = _Record(name, group, slot, next(_declaration_seq))
+            ref = weakref.ref(record, functools.partial(_release, slot, name))
+            if slot == len(_record_refs):
+                _record_refs.append(ref)
+            else:
+                _record_refs[slot] = ref
+            _by_name[name] = ref
+            _groups.add(group)
+        elif record.group != group:
+            raise ValueError(
+                f"PerContainer {name!r} is already declared in group {record.group!r}; "
+                f"a redeclaration must use the same group, not {group!r}"
+            )
+        # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
+        record.default, record.has_default = default, has_default
+        record.factory, record.on_exit = factory, on_exit
+        return record
+
+
+class _Frame:
+    """What the current-container ContextVar holds: one entered container and its token."""
+
+    __slots__ = ("container", "token")
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.token: Any = None
+
+
+_current_frame: ContextVar[_Frame] = ContextVar("percontainer.current")
+
+
+def current() -> Container:
+    """Return the container current in this thread or asyncio task (the host if none)."""
+    frame = _current_frame.get(None)
+    return host if frame is None else frame.container
+
+
+def containers() -> list[Container]:
+    """Return the live (not closed) containers, the host first, in creation order."""
+    with _lock:
+        return [c for c in _holding if c._state == _LIVE]
+
+
+def _report_unraisable(message: str, error: BaseException, obj: object) -> None:
+    sys.unraisablehook(sys.UnraisableHookArgs(  # type: ignore[call-arg]  # structseq takes a tuple
+        (type(error), error, error.__traceback__, message, obj)))
+
+
+class Container:
+    """A tenant: its own copy of every per-container variable."""
+
+    __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_state", "_users",
+                 "_children", "__weakref__")
+
+    def __init__(self, name: str | None = None, *, parent: Container | None = None,
+                 share: Iterable[str] = ()) -> None:
+        if getattr(self, "_state", None) is not None:
+            raise TypeError("Container.__init__ may be called once only")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Container name must be a str or None, not {type(name).__name__}")
+        if parent is None:
+            parent = current()
+        elif not isinstance(parent, Container):
+            raise TypeError(f"parent must be a Container, not {type(parent).__name__}")
+        shared = check_share(share, _groups) if share != () else frozenset()
+        owners: dict[str, Container] | None = None
+        if shared and ENABLED:
+            # Flatten the sharing chain once: a shared group's owner is the parent's owner.
+            parent_owners = parent._owners or {}
+            owners = {group: parent_owners.get(group, parent) for group in shared}
+        with _lock:
+            if parent._state != _LIVE:
+                raise ContainerClosedError(f"cannot create a child of closed {parent!r}")
+            self._id = next(_ids)
+            self._name = name
+            self._parent: Container | None = parent
+            self._shared = shared
+            self._owners = owners
+            self._area: list[Any] | None = []
+            self._users = 0
+            self._children: dict[Container, None] | None = None
+            self._state = _LIVE
+            if parent is not host:  # the host is never closed, so it needs no list of children
+                if parent._children is None:
+                    parent._children = {}
+                parent._children[self] = None
+            _holding[self] = None
+
+    # -- attributes -----------------------------------------------------------------------
+    @property
+    def id(self) -> int:
+        """The container's unique id; never reused in the process. The host's is 0."""
+        return self._id
+
+    @property
+    def name(self) -> str | None:
+        """The name given at creation."""
+        return self._name
+
+    @property
+    def parent(self) -> Container | None:
+        """The container this one was created from; None for the host."""
+        return self._parent
+
+    @property
+    def shared(self) -> frozenset[str]:
+        """The variable groups this container shares with its parent."""
+        return self._shared
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._state != _LIVE
+
+    def __repr__(self) -> str:
+        closed = " closed" if self.closed else ""
+        return f"<Container id={self._id} name={self._name!r}{closed}>"
+
+    # -- entering ---------------------------------------------------------------------------
+    def __enter__(self) -> Container:
+        if self._state != _LIVE:
+            raise ContainerClosedError(f"cannot enter closed {self!r}")
+        if not ENABLED:
+            return self
+        frame = _Frame(self)
+        frame.token = _current_frame.set(frame)
+        with _lock:
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not ENABLED:
+            return
+        frame = _current_frame.get(None)
+        if frame is None or frame.container is not self:
+            raise ContainerError(
+                f"exiting {self!r} while {current()!r} is current: with-blocks must nest"
+            )
+        try:
+            _current_frame.reset(frame.token)
+        except ValueError:
+            raise ContainerError(
+                f"{self!r} was entered in another thread or task than the one exiting it"
+            ) from None
+        with _lock:
+            self._users -= 1
+            last_out = self._users == 0 and self._state == _CLOSING
+            if last_out:
+                self._state = _TEARDOWN
+        if last_out:
+            self._teardown(raise_errors=False)
+
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call fn(*args, **kwargs) inside this container and return its result."""
+        with self:
+            return fn(*args, **kwargs)
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this container and its live descendants, run exit hooks, drop the values."""
+        if self is host:
+            raise ContainerError("the host container cannot be closed")
+        with _lock:
+            if self._state != _LIVE:
+                return
+            self._state = _CLOSING  # from here on, nothing can enter it or create children in it
+        errors: list[BaseException] = []
+        for child in list(self._children or ()):
+            try:
+                child.close()
+            except Exception as error:  # noqa: BLE001  # the parent must close whatever a child raised
+                errors.append(error)
+        with _lock:
+            assert self._parent is not None
+            parent_children = self._parent._children
+            if parent_children is not None:
+                parent_children.pop(self, None)
+            teardown_now = self._users == 0
+            if teardown_now:
+                self._state = _TEARDOWN
+        if teardown_now:
+            errors.extend(self._teardown(raise_errors=True))
+        if errors:
+            raise errors[0]
+
+    def _teardown(self, raise_errors: bool) -> list[BaseException]:
+        """Run the exit hooks in reverse declaration order, then drop every value."""
+        hooks = []
+        area = self._area or []
+        for slot, value in enumerate(area):
+            ref = _record_refs[slot] if value is not _UNSET and slot < len(_record_refs) else None
+            record = ref() if ref is not None else None
+            if record is not None and record.on_exit is not None:
+                hooks.append((record.seq, record.on_exit, value))
+        hooks.sort(key=lambda hook: hook[0], reverse=True)
+        errors: list[BaseException] = []
+        for _, on_exit, value in hooks:
+            try:
+                _call_inside(self, on_exit, value)
+            except Exception as error:  # noqa: BLE001  # every hook runs, whatever one raised
+                if raise_errors:
+                    errors.append(error)
+                else:
+                    _report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+        with _lock:
+            self._state = _DEAD
+            values, self._area = self._area, None
+            _holding.pop(self, None)
+        del values  # dropped outside the lock: a value's __del__ may use the library
+        return errors
+
+
+def _call_inside(container: Container, fn: Callable[..., R], *args: Any) -> R:
+    """Call fn inside container without the closed check (for hooks and factories)."""
+    if not ENABLED:
+        return fn(*args)
+    token = _current_frame.set(_Frame(container))
+    try:
+        return fn(*args)
+    finally:
+        _current_frame.reset(token)
+
+
+def _new_host() -> Container:
+    container = Container.__new__(Container)
+    container._id = next(_ids)
+    container._name = "host"
+    container._parent = None
+    container._shared = frozenset()
+    container._owners = None
+    container._area = []
+    container._users = 0
+    container._children = None
+    container._state = _LIVE
+    _holding[container] = None
+    return container
+
+
+#: The host container: current wherever no container was entered.
+host: Container = _new_host()
+
+
+class _Pending:
+    """A factory call in progress for one (container, slot): racing threads wait for it."""
+
+    __slots__ = ("thread", "done")
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.done = threading.Event()
+
+
+_pending: dict[tuple[Container, int], _Pending] = {}
+
+
+def _storage(container: Container, group: str) -> Container:
+    """Return the container whose area holds `group`'s variables for `container`."""
+    if not ENABLED:
+        return host
+    owners = container._owners
+    return container if owners is None else owners.get(group, container)
+
+
+class PerContainer(Generic[T]):
+    """A module-level variable with one value per container, read through the current one."""
+
+    __slots__ = ("_record", "_slot", "__weakref__")
+
+    def __init__(self, name: str, *, default: T = _UNSET, factory: Callable[[], T] | None = None,
+                 group: str = "default", on_exit: Callable[[T], object] | None = None) -> None:
+        has_default = default is not _UNSET
+        check_declaration(name, default, has_default, factory, group, on_exit)
+        self._record = _declare(name, group, default, has_default, factory, on_exit)
+        self._slot = self._record.slot
+
+    @property
+    def name(self) -> str:
+        """The variable's name (its identity: declaring it again binds to the same slot)."""
+        return self._record.name
+
+    @property
+    def group(self) -> str:
+        """The group that Container(share=...) names to share this variable with a parent."""
+        return self._record.group
+
+    def __repr__(self) -> str:
+        return f"<PerContainer {self._record.name!r} group={self._record.group!r}>"
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self) -> T:
+        """Return the current container's value (running the factory once if needed)."""
+        return self._get_in(current())
+
+    def of(self, container: Container) -> T:
+        """Return the value in `container` without entering it."""
+        if not isinstance(container, Container):
+            raise TypeError(f"of() takes a Container, not {type(container).__name__}")
+        return self._get_in(container)
+
+    def _get_in(self, container: Container) -> T:
+        owner = _storage(container, self._record.group)
+        area = owner._area
+        if area is not None and self._slot < len(area):
+            value = area[self._slot]
+            if value is not _UNSET:
+                return value  # type: ignore[no-any-return]  # the area holds T at this slot
+        return self._miss(owner)
+
+    def _miss(self, owner: Container) -> T:
+        record = self._record
+        if owner._area is None:
+            raise ContainerClosedError(f"{record.name!r} read in closed {owner!r}")
+        if record.factory is not None:
+            return self._run_factory(owner)
+        if record.has_default:
+            return record.default  # type: ignore[no-any-return]  # default is a T
+        raise LookupError(
+            f"PerContainer {record.name!r} is not set in {owner!r} and has no default; "
+            "set() it first, or declare it with default= or factory="
+        )
+
+    def _run_factory(self, owner: Container) -> T:
+        """Run the factory once for (owner, slot); threads that race wait and share its result."""
+        key = (owner, self._slot)
+        while True:
+            with _lock:
+                area = owner._area
+                if area is None:
+                    raise ContainerClosedError(f"{self._record.name!r} read in closed {owner!r}")
+                if self._slot < len(area) and area[self._slot] is not _UNSET:
+                    return area[self._slot]  # type: ignore[no-any-return]  # a T
+                pending = _pending.get(key)
+                if pending is None:
+                    pending = _pending[key] = _Pending()
+                    break
+                if pending.thread == threading.get_ident():
+                    raise ContainerError(
+                        f"the factory of {self._record.name!r} reads {self._record.name!r} itself"
+                    )
+            pending.done.wait()
+        factory = self._record.factory
+        try:
+            assert factory is not None
+            value = _call_inside(owner, factory)
+            with _lock:
+                area = owner._area
+                if area is not None:
+                    _store(area, self._slot, value)
+        finally:
+            with _lock:
+                del _pending[key]
+            pending.done.set()
+        if area is None:  # closed while the factory ran: the value never joined the container
+            on_exit = self._record.on_exit
+            if on_exit is not None:
+                on_exit(value)
+            raise ContainerClosedError(f"{owner!r} was closed while {self._record.name!r} was made")
+        return value
+
+    # -- writing ----------------------------------------------------------------------------
+    def set(self, value: T) -> None:
+        """Set the current container's value."""
+        owner = _storage(current(), self._record.group)
+        area = owner._area
+        if area is None:
+            raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
+        _store(area, self._slot, value)
+
+    @property
+    def value(self) -> T:
+        """The current container's value (get() / set())."""
+        return self.get()
+
+    @value.setter
+    def value(self, value: T) -> None:
+        self.set(value)
+
+    def add(self, delta: Any = 1) -> T:
+        """Add delta to the current container's value and return the new value."""
+        owner = _storage(current(), self._record.group)
+        base = self._get_in(owner)  # runs the factory or takes the default outside the lock
+        with _lock:
+            area = owner._area
+            if area is None:
+                raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
+            held = area[self._slot] if self._slot < len(area) else _UNSET
+            new = (base if held is _UNSET else held) + delta
+            _store(area, self._slot, new)
+        return new  # type: ignore[no-any-return]  # T + delta is a T for numbers
+
+    def reset(self) -> None:
+        """Make the variable unset again in the current container."""
+        owner = _storage(current(), self._record.group)
+        area = owner._area
+        if area is None:
+            raise ContainerClosedError(f"{self._record.name!r} reset in closed {owner!r}")
+        if self._slot < len(area):
+            old, area[self._slot] = area[self._slot], _UNSET
+            del old
+
+    # -- across containers ------------------------------------------------------------------
+    def items(self) -> list[tuple[Container, T]]:
+        """Return (container, value) for each live container whose own storage holds a value."""
+        slot = self._slot
+        pairs = []
+        for container in containers():
+            area = container._area
+            if area is not None and slot < len(area) and area[slot] is not _UNSET:
+                pairs.append((container, area[slot]))
+        return pairs
+
+    def sum(self) -> Any:
+        """Return the total of the values over all live containers (0 if none is set)."""
+        total: Any = 0
+        for _, value in self.items():
+            total = total + value
+        return total
+
+
+def _store(area: list[Any], slot: int, value: Any) -> None:
+    """Put value at slot, growing the area with unset slots if it is short."""
+    if slot >= len(area):
+        area.extend([_UNSET] * (slot + 1 - len(area)))
+    old, area[slot] = area[slot], value
+    del old
+
+
+@overload
+def per_container(fn: Callable[[], T], /) -> PerContainer[T]: ...
+
+
+@overload
+def per_container(
+    *, name: str | None = None, group: str = "default", on_exit: Callable[[T], object] | None = None
+) -> Callable[[Callable[[], T]], PerContainer[T]]: ...
+
+
+def per_container(
+    fn: Callable[[], T] | None = None, /, *, name: str | None = None, group: str = "default",
+    on_exit: Callable[[T], object] | None = None,
+) -> PerContainer[T] | Callable[[Callable[[], T]], PerContainer[T]]:
+    """Declare a per-container variable whose value the decorated function makes."""
+
+    def declare(factory: Callable[[], T]) -> PerContainer[T]:
+        check_callable(factory, "@per_container")
+        var_name = name if name is not None else f"{factory.__module__}.{factory.__qualname__}"
+        return PerContainer(check_name(var_name, "name"), factory=factory, group=group,
+                            on_exit=on_exit)
+
+    return declare if fn is None else declare(fn)
+
+
+def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+    """Return a callable that runs fn in the container current now (for threads and callbacks)."""
+    check_callable(fn, "wrap()")
+    if fn is None:
+        raise TypeError("wrap() takes a callable, not None")
+    container = current()
+
+    @functools.wraps(fn)
+    def in_container(*args: P.args, **kwargs: P.kwargs) -> R:
+        with container:
+            return fn(*args, **kwargs)
+
+    return in_container

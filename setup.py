@@ -1,0 +1,69 @@
+"""Build the Cython core unless told not to; the pure-Python twin always installs.
+
+Switches (environment variables):
+  PERCONTAINER_NO_EXTENSIONS=1   install the pure-Python twin only
+  PERCONTAINER_DEBUG_BUILD=1     -O0 -g3 with asserts on (CYTHON_REFNANNY-free debug build)
+  PERCONTAINER_CYTHON_TRACING=1  linetrace/profile, for coverage of the .pyx
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
+NO_EXTENSIONS = env_flag("PERCONTAINER_NO_EXTENSIONS") or sys.implementation.name != "cpython"
+DEBUG_BUILD = env_flag("PERCONTAINER_DEBUG_BUILD")
+TRACING = env_flag("PERCONTAINER_CYTHON_TRACING")
+
+
+class OptionalBuildExt(build_ext):
+    """Build the core, but install the twin alone when there is no working compiler."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # noqa: BLE001  # any compiler failure: fall back to the twin
+            print(f"*** percontainer: the Cython core did not build ({error}); "
+                  "installing the pure-Python twin", file=sys.stderr)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:  # noqa: BLE001  # see run()
+            print(f"*** percontainer: {ext.name} did not build ({error}); "
+                  "installing the pure-Python twin", file=sys.stderr)
+
+
+def extensions() -> list[Extension]:
+    from Cython.Build import cythonize
+
+    macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if TRACING else []
+    if DEBUG_BUILD:
+        compile_args, macros = ["-O0", "-g3", "-UNDEBUG"], macros + [("CYTHON_DEBUG", "1")]
+    else:
+        compile_args = ["-O2"]
+    directives = {"linetrace": True, "profile": True} if TRACING else {}
+    ext = Extension(
+        "percontainer._core_c",
+        ["percontainer/_core_c.pyx"],
+        extra_compile_args=compile_args,
+        define_macros=macros,
+    )
+    return cythonize([ext], compiler_directives=directives, gdb_debug=DEBUG_BUILD,
+                     force=DEBUG_BUILD or TRACING)
+
+
+if NO_EXTENSIONS:
+    print("*** percontainer: PERCONTAINER_NO_EXTENSIONS set: pure-Python twin only")
+    setup()
+else:
+    print(f"*** percontainer: building the Cython core (debug={DEBUG_BUILD}, tracing={TRACING})")
+    setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,64 @@
+"""One fixture, `pc`, runs every semantic test against both twins (ids "c" and "py")."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from percontainer import _config
+
+TWINS = ["c", "py"]
+
+
+def _import_twin(twin: str) -> ModuleType:
+    if twin == "py":
+        return importlib.import_module("percontainer._core_py")
+    if _config.NO_EXTENSIONS:
+        pytest.skip("PERCONTAINER_NO_EXTENSIONS is set: the compiled core is not under test")
+    # Without NO_EXTENSIONS the compiled core must be there: a missing build is a failure.
+    return importlib.import_module("percontainer._core_c")
+
+
+@pytest.fixture(params=TWINS)
+def pc(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """The core module under test; fails the test if it leaves a container open."""
+    module = _import_twin(request.param)
+    if request.node.get_closest_marker("enabled_only") and not module.ENABLED:
+        pytest.skip("asserts isolation between containers; PERCONTAINER_DISABLE=1 is set")
+    if request.node.get_closest_marker("disabled_only") and module.ENABLED:
+        pytest.skip("asserts the disabled mode; run with PERCONTAINER_DISABLE=1")
+    before = set(module.containers())
+    yield module
+    gc.collect()
+    assert module.current() is module.host, "a test left a container entered"
+    leftover = [c for c in module.containers() if c not in before]
+    for container in leftover:
+        container.close()
+    assert not leftover, f"a test left containers open: {leftover}"
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> str:
+    """A variable name unique to this test (names are process-wide identities)."""
+    return f"tests.{request.node.name}"
+
+
+@pytest.fixture
+def new(pc: ModuleType) -> Iterator[Callable[..., Any]]:
+    """`new(...)` is `pc.Container(...)`, closed at teardown if the test did not close it."""
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        container = pc.Container(*args, **kwargs)
+        made.append(container)
+        return container
+
+    yield make
+    for container in reversed(made):
+        if not container.closed:
+            container.close()
