@@ -139,7 +139,7 @@ def scale_rows(pc: ModuleType, repeats: int, containers: int = 10_000,
     # the number of declared variables it never touched.
     for container in many:
         container.close()
-    del many, many_vars, last
+    del many, many_vars
     gc.collect()
     lone = pc.PerContainer("bench.ratios.scale.lone", default=0)
 

@@ -20,14 +20,13 @@ from libc.string cimport memset
 import functools
 import heapq
 import itertools
-import sys
 import threading
 import weakref
 from types import GenericAlias
 
 from ._checks import check_callable, check_declaration, check_name, check_share
 from ._config import DISABLED
-from ._errors import ContainerClosedError, ContainerError
+from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 cdef extern from "Python.h":
     # Only the fields read here; the struct is CPython's (cpython/pystate.h, 3.7 to 3.13).
@@ -178,11 +177,6 @@ def current():
 def containers():
     """Return the live (not closed) containers, the host first, in creation order."""
     return [c for c in list(_holding) if (<Container>c).state == LIVE]
-
-
-cdef void _report_unraisable(str message, BaseException error, object obj):
-    sys.unraisablehook(sys.UnraisableHookArgs(
-        (type(error), error, error.__traceback__, message, obj)))
 
 
 cdef object _call_inside(Container container, object fn, tuple args):
@@ -370,7 +364,7 @@ cdef class Container:
                 if raise_errors:
                     errors.append(error)
                 else:
-                    _report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+                    report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
         hooks = hook_value = None  # the hooks' values die with the rest, below
         # Unlink first, free last: detach the area so that code run by a dying value sees a
         # dead container, never a half-freed area.

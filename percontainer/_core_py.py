@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -19,7 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._checks import check_callable, check_declaration, check_name, check_share
 from ._config import DISABLED
-from ._errors import ContainerClosedError, ContainerError
+from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 __all__ = [
     "ENABLED",
@@ -160,16 +159,20 @@ def containers() -> list[Container]:
         return [c for c in _holding if c._state == _LIVE]
 
 
-def _report_unraisable(message: str, error: BaseException, obj: object) -> None:
-    sys.unraisablehook(sys.UnraisableHookArgs(  # type: ignore[call-arg]  # structseq takes a tuple
-        (type(error), error, error.__traceback__, message, obj)))
-
-
 class Container:
     """A tenant: its own copy of every per-container variable."""
 
     __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_state", "_users",
                  "_children", "__weakref__")
+    _id: int
+    _name: str | None
+    _parent: Container | None
+    _shared: frozenset[str]
+    _owners: dict[str, Container] | None  # shared group -> the container that stores it
+    _area: list[Any] | None  # slot -> value or _UNSET; None once the values are dropped
+    _state: int
+    _users: int  # threads and tasks inside, by `with`; teardown waits for 0
+    _children: dict[Container, None] | None  # live children, made on the first one
 
     def __init__(self, name: str | None = None, *, parent: Container | None = None,
                  share: Iterable[str] = ()) -> None:
@@ -192,12 +195,12 @@ class Container:
                 raise ContainerClosedError(f"cannot create a child of closed {parent!r}")
             self._id = next(_ids)
             self._name = name
-            self._parent: Container | None = parent
+            self._parent = parent
             self._shared = shared
             self._owners = owners
-            self._area: list[Any] | None = []
+            self._area = []
             self._users = 0
-            self._children: dict[Container, None] | None = None
+            self._children = None
             self._state = _LIVE
             if parent is not host:  # the host is never closed, so it needs no list of children
                 if parent._children is None:
@@ -236,7 +239,7 @@ class Container:
         return f"<Container id={self._id} name={self._name!r}{closed}>"
 
     # -- entering ---------------------------------------------------------------------------
-    def __enter__(self) -> Container:
+    def __enter__(self) -> Container:  # noqa: PYI034  # Container is final in the compiled core
         if self._state != _LIVE:
             raise ContainerClosedError(f"cannot enter closed {self!r}")
         if not ENABLED:
@@ -320,7 +323,7 @@ class Container:
                 if raise_errors:
                     errors.append(error)
                 else:
-                    _report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+                    report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
         with _lock:
             self._state = _DEAD
             values, self._area = self._area, None
@@ -474,7 +477,7 @@ class PerContainer(Generic[T]):
             if on_exit is not None:
                 on_exit(value)
             raise ContainerClosedError(f"{owner!r} was closed while {self._record.name!r} was made")
-        return value
+        return value  # type: ignore[no-any-return]  # the factory makes a T
 
     # -- writing ----------------------------------------------------------------------------
     def set(self, value: T) -> None:

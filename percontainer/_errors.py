@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ContainerError", "ContainerClosedError"]
+import sys
+from types import TracebackType
+
+__all__ = ["ContainerError", "ContainerClosedError", "report_unraisable"]
 
 
 class ContainerError(RuntimeError):
@@ -11,3 +14,19 @@ class ContainerError(RuntimeError):
 
 class ContainerClosedError(ContainerError):
     """The container was closed: it can no longer be entered, read or written."""
+
+
+class _Unraisable:
+    """The fields sys.unraisablehook reads."""
+
+    def __init__(self, message: str, error: BaseException, obj: object) -> None:
+        self.exc_type: type[BaseException] = type(error)
+        self.exc_value: BaseException | None = error
+        self.exc_traceback: TracebackType | None = error.__traceback__
+        self.err_msg: str | None = message
+        self.object: object = obj
+
+
+def report_unraisable(message: str, error: BaseException, obj: object) -> None:
+    """Hand an error that has no caller to raise it to (a deferred exit hook) to sys.unraisablehook."""
+    sys.unraisablehook(_Unraisable(message, error, obj))
