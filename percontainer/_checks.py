@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["check_declaration", "check_name", "check_share", "check_callable"]
+__all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name"]
 
 #: Defaults that would be one object shared by every tenant: the classic cross-tenant leak.
 _MUTABLE_DEFAULTS = (list, dict, set, bytearray)
@@ -68,6 +68,16 @@ def check_share(share: Iterable[Any], known_groups: Iterable[str]) -> frozenset[
     return groups
 
 
-def describe_callable(fn: Callable[..., Any]) -> str:
-    """Return a short name for `fn` for error messages."""
-    return getattr(fn, "__qualname__", None) or repr(fn)
+def decorated_name(factory: Callable[..., Any], name: str | None) -> str:
+    """Return the variable name @per_container gives `factory`: `name`, or module.qualname."""
+    check_callable(factory, "@per_container")
+    if name is not None:
+        return check_name(name, "name")
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise TypeError(
+            f"@per_container cannot name a variable after {factory!r}, which has no "
+            "__module__/__qualname__; pass name='package.module.variable'"
+        )
+    return f"{module}.{qualname}"

@@ -24,7 +24,7 @@ import threading
 import weakref
 from types import GenericAlias
 
-from ._checks import check_callable, check_declaration, check_name, check_share
+from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
@@ -109,15 +109,17 @@ cdef class _Frame:
 cdef object _current_frame = PyContextVar_New("percontainer.current", NULL)
 
 # The current-container cache, checked before the ContextVar on every read.
-# CPython bumps the thread state's context_ver on every ContextVar set/reset and every
-# Context enter/exit (each asyncio task step), and thread-state ids are never reused, so
-# (ts.id, context_ver) names one state of the current context: while both match, the
-# context and the frame it holds are unchanged, and the borrowed pointer below stays alive.
-# This is the scheme PyContextVar_Get uses for its own cache, minus the reference counting
-# and the call. Measured on this machine (bench/ratios.py), a read through it costs about
-# what ContextVar.get() costs from Python; a C __thread variable would be as fast but is
-# wrong under asyncio (tasks share a thread), and PyContextVar_Get on every read was slower.
-# The GIL serializes every access to these three.
+# CPython bumps the thread state's context_ver whenever the thread switches contexts
+# (Context.run, so every asyncio task step), and thread-state ids are never reused. A
+# ContextVar set or reset does not bump it; but the ContextVar below is private to this
+# module, and every set and reset of it (__enter__, __exit__, _call_inside) refreshes the
+# cache itself. So while (ts.id, context_ver) match, the current frame is the cached one,
+# and the context keeps it (and its container) alive for the borrowed pointers below.
+# This is the scheme PyContextVar_Get uses for its own cache, minus its reference counting
+# and call. A C __thread variable would be as fast but wrong under asyncio (tasks share a
+# thread); PyContextVar_Get on every read costs a call and a refcount pair more
+# (bench/ratios.py puts a read through this cache at the cost of ContextVar.get()).
+# The GIL serializes every access to these four.
 cdef uint64_t cached_ts_id = 0
 cdef uint64_t cached_ver = 0
 cdef PyObject* cached_frame = NULL  # borrowed: the current frame, NULL when none is entered
@@ -187,10 +189,12 @@ cdef object _call_inside(Container container, object fn, tuple args):
     frame.container = container
     frame.below = _get_frame()
     token = PyContextVar_Set(_current_frame, frame)
+    _cache(PyThreadState_Get(), frame)
     try:
         return fn(*args)
     finally:
         PyContextVar_Reset(_current_frame, token)
+        _cache(PyThreadState_Get(), frame.below)
 
 
 @cython.final
@@ -433,6 +437,8 @@ cdef inline PyObject* _peek(Container c, Py_ssize_t hi, Py_ssize_t lo) noexcept:
 
 cdef inline Container _storage(Container c, str group):
     """Return the container whose area holds `group`'s variables for c."""
+    if c.state == DEAD:
+        return c  # every access through a dead container raises, shared groups included
     if not enabled:
         return _host
     if c.owners is None:
@@ -606,23 +612,27 @@ cdef class PerContainer:
                     f"the factory of {self.record.name!r} reads {self.record.name!r} itself")
             pending.done.wait()
         cdef PyObject** where
-        stored = False
+        installed = _UNSET
         try:
             value = _call_inside(owner, self.record.factory, ())
             if owner.state != DEAD:
-                where = owner._slot_for_write(self.hi, self.lo)
-                Py_INCREF(value)
-                Py_XDECREF(where[0])  # NULL: only this thread makes this slot's value
-                where[0] = <PyObject*>value
-                stored = True
+                held = _peek(owner, self.hi, self.lo)
+                if held != NULL:
+                    installed = <object>held  # a set() meanwhile wins
+                else:
+                    where = owner._slot_for_write(self.hi, self.lo)
+                    Py_INCREF(value)
+                    where[0] = <PyObject*>value
+                    installed = value
         finally:
             del _pending[key]
             pending.done.set()
-        if not stored:  # closed while the factory ran: the value never joined the container
+        if installed is not value:  # the value never joined the container: hand it back
             if self.record.on_exit is not None:
                 self.record.on_exit(value)
+        if installed is _UNSET:
             raise ContainerClosedError(f"{owner!r} was closed while {self.record.name!r} was made")
-        return value
+        return installed
 
     # -- writing ----------------------------------------------------------------------------
     def set(self, value):
@@ -701,9 +711,7 @@ def per_container(fn=None, /, *, name=None, group="default", on_exit=None):
     """Declare a per-container variable whose value the decorated function makes."""
 
     def declare(factory):
-        check_callable(factory, "@per_container")
-        var_name = name if name is not None else f"{factory.__module__}.{factory.__qualname__}"
-        return PerContainer(check_name(var_name, "name"), factory=factory, group=group,
+        return PerContainer(decorated_name(factory, name), factory=factory, group=group,
                             on_exit=on_exit)
 
     return declare if fn is None else declare(fn)
@@ -716,6 +724,7 @@ def wrap(fn):
     container = _current()
 
     @functools.wraps(fn)
+    @cython.binding(True)  # a function object that functools.wraps can name
     def in_container(*args, **kwargs):
         with container:
             return fn(*args, **kwargs)

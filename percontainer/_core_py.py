@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._checks import check_callable, check_declaration, check_name, check_share
+from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
@@ -377,6 +377,8 @@ _pending: dict[tuple[Container, int], _Pending] = {}
 
 def _storage(container: Container, group: str) -> Container:
     """Return the container whose area holds `group`'s variables for `container`."""
+    if container._area is None:
+        return container  # dead: every access through it raises, shared groups included
     if not ENABLED:
         return host
     owners = container._owners
@@ -461,23 +463,28 @@ class PerContainer(Generic[T]):
                     )
             pending.done.wait()
         factory = self._record.factory
+        installed: Any = _UNSET
         try:
             assert factory is not None
             value = _call_inside(owner, factory)
             with _lock:
                 area = owner._area
                 if area is not None:
-                    _store(area, self._slot, value)
+                    held = area[self._slot] if self._slot < len(area) else _UNSET
+                    installed = value if held is _UNSET else held  # a set() meanwhile wins
+                    if held is _UNSET:
+                        _store(area, self._slot, value)
         finally:
             with _lock:
                 del _pending[key]
             pending.done.set()
-        if area is None:  # closed while the factory ran: the value never joined the container
+        if installed is not value:  # the value never joined the container: hand it back
             on_exit = self._record.on_exit
             if on_exit is not None:
                 on_exit(value)
+        if installed is _UNSET:
             raise ContainerClosedError(f"{owner!r} was closed while {self._record.name!r} was made")
-        return value  # type: ignore[no-any-return]  # the factory makes a T
+        return installed  # type: ignore[no-any-return]  # the factory makes a T
 
     # -- writing ----------------------------------------------------------------------------
     def set(self, value: T) -> None:
@@ -564,9 +571,7 @@ def per_container(
     """Declare a per-container variable whose value the decorated function makes."""
 
     def declare(factory: Callable[[], T]) -> PerContainer[T]:
-        check_callable(factory, "@per_container")
-        var_name = name if name is not None else f"{factory.__module__}.{factory.__qualname__}"
-        return PerContainer(check_name(var_name, "name"), factory=factory, group=group,
+        return PerContainer(decorated_name(factory, name), factory=factory, group=group,
                             on_exit=on_exit)
 
     return declare if fn is None else declare(fn)
