@@ -37,7 +37,9 @@ cdef extern from "Python.h":
     object PyContextVar_New(const char* name, PyObject* default_value)
     int PyContextVar_Get(object var, PyObject* default_value, PyObject** value) except -1
     object PyContextVar_Set(object var, object value)
-    int PyContextVar_Reset(object var, object token) except -1
+    int PyContextVar_Reset(object var, object token)  # -1 with an error set: see _exit_failed
+    bint PyErr_ExceptionMatches(object exc)
+    void PyErr_Clear()
 
 __all__ = [
     "ENABLED", "Container", "ContainerClosedError", "ContainerError", "PerContainer",
@@ -193,8 +195,19 @@ cdef object _call_inside(Container container, object fn, tuple args):
     try:
         return fn(*args)
     finally:
-        PyContextVar_Reset(_current_frame, token)
+        if PyContextVar_Reset(_current_frame, token) < 0:
+            _exit_failed(container)
         _cache(PyThreadState_Get(), frame.below)
+
+
+cdef int _exit_failed(Container container) except -1:
+    """Turn a failed reset of the current frame into a ContainerError; no Python try block
+    on the hot path."""
+    if PyErr_ExceptionMatches(ValueError):  # the token belongs to another context
+        PyErr_Clear()
+        raise ContainerError(
+            f"{container!r} was entered in another thread or task than the one exiting it")
+    return -1  # any other error propagates as it is
 
 
 @cython.final
@@ -299,11 +312,8 @@ cdef class Container:
         if frame is None or frame.container is not self:
             raise ContainerError(
                 f"exiting {self!r} while {_current()!r} is current: with-blocks must nest")
-        try:
-            PyContextVar_Reset(_current_frame, frame.token)
-        except ValueError:
-            raise ContainerError(
-                f"{self!r} was entered in another thread or task than the one exiting it") from None
+        if PyContextVar_Reset(_current_frame, frame.token) < 0:
+            _exit_failed(self)
         _cache(PyThreadState_Get(), frame.below)
         self.users -= 1
         if self.users == 0 and self.state == CLOSING:
