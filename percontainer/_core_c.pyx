@@ -2,20 +2,21 @@
 # cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """The compiled core: the same names and semantics as _core_py.py, which is the reference.
 
-Storage (the kernel's per-cpu area): every container owns an *area*, a table of chunks of
-CHUNK_SIZE PyObject* slots allocated with PyMem (so tracemalloc sees them). A variable owns a
-fixed *slot*, the same in every container; reading it is current -> chunk[slot >> SHIFT] ->
-[slot & MASK]. Chunks are allocated on first write and never move until the container dies,
-so memory grows with the chunks a container touches, not with the variables declared. The
-table itself may be reallocated: no pointer into it is kept across a call that can run Python.
+Storage (the kernel's per-cpu area): every container owns an *area* (_area.pxd) of
+PyObject* slots allocated with PyMem, so tracemalloc sees them. A variable owns a fixed *slot*,
+the same in every container; reading it is current -> area.flat[slot]. Containers are kept
+lean, since a server may hold many thousands: no GC header (every cycle through a container
+is cut by close(), and a live container is held by the registry anyway), no weakref slot,
+rarely used fields in a side object, and the registry is a list threaded through them.
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Realloc
+from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
-from libc.string cimport memset
+
+from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
 
 import functools
 import heapq
@@ -49,11 +50,6 @@ __all__ = [
 #: False when PERCONTAINER_DISABLE was set at import: every container uses the host's storage.
 ENABLED = not DISABLED
 cdef bint enabled = ENABLED
-
-cdef enum:
-    CHUNK_SHIFT = 4
-    CHUNK_SIZE = 16  # 1 << CHUNK_SHIFT slots: 128 bytes, two cache lines
-    CHUNK_MASK = 15
 
 # Life cycle, as in the twin. DEAD is 0 so that a Container made by __new__ alone is unusable.
 cdef enum:
@@ -94,8 +90,6 @@ cdef dict _by_name = {}
 cdef set _groups = {"default"}
 cdef object _declaration_seq = itertools.count()
 
-# Containers that still hold storage (LIVE, CLOSING, TEARDOWN), in creation order.
-cdef dict _holding = {}
 cdef uint64_t _next_id = 0
 
 
@@ -180,7 +174,7 @@ def current():
 
 def containers():
     """Return the live (not closed) containers, the host first, in creation order."""
-    return [c for c in list(_holding) if (<Container>c).state == LIVE]
+    return _snapshot(True)
 
 
 cdef object _call_inside(Container container, object fn, tuple args):
@@ -211,23 +205,44 @@ cdef int _exit_failed(Container container) except -1:
 
 
 @cython.final
+cdef class _Extra:
+    """The fields most containers leave at their defaults, kept out of the container itself."""
+    cdef object name
+    cdef Container parent
+    cdef frozenset shared
+    cdef dict owners  # shared group -> the container that stores it
+    cdef dict children  # live child -> None
+
+
+cdef frozenset _NO_GROUPS = frozenset()
+
+
+cdef _Extra _extra(Container c):
+    """Return c's side object, making it (with the defaults) if c has none yet."""
+    if c.extra is None:
+        c.extra = _Extra.__new__(_Extra)
+        c.extra.parent = _host
+        c.extra.shared = _NO_GROUPS
+    return c.extra
+
+
+@cython.final
+@cython.no_gc  # see the module docstring: no cycle through a container outlives close()
+@cython.freelist(64)
 cdef class Container:
     """A tenant: its own copy of every per-container variable."""
-    cdef PyObject*** chunks  # the area: a table of nchunks chunk pointers (NULL = untouched)
-    cdef Py_ssize_t nchunks
+    cdef Area area
     cdef uint64_t _id
-    cdef int state
-    cdef Py_ssize_t users  # threads and tasks inside, by `with`; teardown waits for 0
-    cdef object _name
-    cdef Container _parent
-    cdef frozenset _shared
-    cdef dict owners  # shared group -> the container that stores it; None if none shared
-    cdef dict children  # live child -> None, made on the first child
-    cdef object __weakref__
+    cdef PyObject* prev  # the registry: a list in creation order that holds one reference
+    cdef PyObject* next
+    cdef _Extra extra  # None: no name, the host as parent, nothing shared, no children
+    cdef int users  # threads and tasks inside, by `with`; teardown waits for 0
+    cdef unsigned char state
+    cdef unsigned char shares  # any group shared: reads must look up the storing container
 
     def __init__(self, name=None, *, parent=None, share=()):
         global _next_id
-        if self.state != DEAD or self._shared is not None:
+        if self._id != 0 or self is _host:
             raise TypeError("Container.__init__ may be called once only")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Container name must be a str or None, not {type(name).__name__}")
@@ -236,30 +251,35 @@ cdef class Container:
         elif not isinstance(parent, Container):
             raise TypeError(f"parent must be a Container, not {type(parent).__name__}")
         cdef Container up = <Container>parent
-        shared = check_share(share, _groups) if share != () else frozenset()
+        shared = check_share(share, _groups) if share != () else _NO_GROUPS
         cdef dict owners = None
         if shared and enabled:
             # Flatten the sharing chain once: a shared group's owner is the parent's owner.
-            owners = {group: (up.owners.get(group, up) if up.owners is not None else up)
-                      for group in shared}
-        # From here to the end no Python code runs: the checks above cannot leave half a container.
+            owners = {group: _storage(up, group) for group in shared}
         if up.state != LIVE:
             raise ContainerClosedError(f"cannot create a child of closed {up!r}")
+        cdef _Extra extra = None
+        if name is not None or up is not _host or shared:
+            extra = _Extra.__new__(_Extra)
+            extra.name = name
+            extra.parent = up
+            extra.shared = shared
+            extra.owners = owners
+        cdef _Extra up_extra
+        if up is not _host:  # the host is never closed, so it needs no list of children
+            up_extra = _extra(up)
+            if up_extra.children is None:
+                up_extra.children = {}
+            up_extra.children[self] = None
+        self.extra = extra
+        self.shares = owners is not None
         self._id = _next_id
         _next_id += 1
-        self._name = name
-        self._parent = up
-        self._shared = shared
-        self.owners = owners
-        if up is not _host:  # the host is never closed, so it needs no list of children
-            if up.children is None:
-                up.children = {}
-            up.children[self] = None
-        _holding[self] = None
+        _link(self)
         self.state = LIVE
 
     def __dealloc__(self):
-        _free_area(self.chunks, self.nchunks)
+        area_free(&self.area)  # empty unless __init__ never ran to the end
 
     # -- attributes -------------------------------------------------------------------------
     @property
@@ -270,17 +290,21 @@ cdef class Container:
     @property
     def name(self):
         """The name given at creation."""
-        return self._name
+        if self is _host:
+            return "host"
+        return None if self.extra is None else self.extra.name
 
     @property
     def parent(self):
         """The container this one was created from; None for the host."""
-        return self._parent
+        if self is _host:
+            return None
+        return _host if self.extra is None else self.extra.parent
 
     @property
     def shared(self):
         """The variable groups this container shares with its parent."""
-        return self._shared
+        return _NO_GROUPS if self.extra is None else self.extra.shared
 
     @property
     def closed(self):
@@ -289,42 +313,24 @@ cdef class Container:
 
     def __repr__(self):
         closed = " closed" if self.state != LIVE else ""
-        return f"<Container id={self._id} name={self._name!r}{closed}>"
+        return f"<Container id={self._id} name={self.name!r}{closed}>"
 
     # -- entering ---------------------------------------------------------------------------
     def __enter__(self):
-        if self.state != LIVE:
-            raise ContainerClosedError(f"cannot enter closed {self!r}")
-        if not enabled:
-            return self
-        cdef _Frame frame = _Frame.__new__(_Frame)
-        frame.container = self
-        frame.below = _get_frame()
-        frame.token = PyContextVar_Set(_current_frame, frame)
-        self.users += 1
-        _cache(PyThreadState_Get(), frame)
+        _enter(self)
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if not enabled:
-            return None
-        cdef _Frame frame = _get_frame()
-        if frame is None or frame.container is not self:
-            raise ContainerError(
-                f"exiting {self!r} while {_current()!r} is current: with-blocks must nest")
-        if PyContextVar_Reset(_current_frame, frame.token) < 0:
-            _exit_failed(self)
-        _cache(PyThreadState_Get(), frame.below)
-        self.users -= 1
-        if self.users == 0 and self.state == CLOSING:
-            self.state = TEARDOWN
-            self._teardown(False)
+        _exit(self)
         return None
 
     def run(self, fn, /, *args, **kwargs):
         """Call fn(*args, **kwargs) inside this container and return its result."""
-        with self:
+        _enter(self)
+        try:
             return fn(*args, **kwargs)
+        finally:
+            _exit(self)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self):
@@ -335,114 +341,164 @@ cdef class Container:
             return
         self.state = CLOSING  # from here on, nothing can enter it or create children in it
         errors = []
-        for child in list(self.children or ()):
-            try:
-                child.close()
-            except Exception as error:  # the parent closes whatever a child raised
-                errors.append(error)
-        if self._parent is not None and self._parent.children is not None:
-            self._parent.children.pop(self, None)
+        if self.extra is not None:
+            for child in list(self.extra.children or ()):
+                try:
+                    child.close()
+                except Exception as error:  # the parent closes whatever a child raised
+                    errors.append(error)
+            parent = self.extra.parent
+            if parent is not _host and _extra(parent).children is not None:
+                _extra(parent).children.pop(self, None)
         if self.users == 0:
             self.state = TEARDOWN
-            errors.extend(self._teardown(True))
+            errors.extend(_teardown(self, True))
         if errors:
             raise errors[0]
 
-    cdef list _teardown(self, bint raise_errors):
-        """Run the exit hooks in reverse declaration order, then drop every value."""
-        cdef Py_ssize_t hi, lo, nrefs
-        cdef PyObject** chunk
-        cdef PyObject* value
-        cdef _Record record
-        hooks = []
-        for hi in range(self.nchunks):
-            chunk = self.chunks[hi]  # chunks never move while the container holds storage
-            if chunk == NULL:
-                continue
-            for lo in range(CHUNK_SIZE):
-                value = chunk[lo]
-                nrefs = len(_record_refs)
-                if value == NULL or hi * CHUNK_SIZE + lo >= nrefs:
-                    continue
-                ref = _record_refs[hi * CHUNK_SIZE + lo]
-                record = ref() if ref is not None else None
-                if record is not None and record.on_exit is not None:
-                    hooks.append((record.seq, record.on_exit, <object>value))
-        hooks.sort(key=_hook_order, reverse=True)
-        errors = []
-        hook_value = None
-        for _, on_exit, hook_value in hooks:
-            try:
-                _call_inside(self, on_exit, (hook_value,))
-            except Exception as error:  # every hook runs, whatever one raised
-                if raise_errors:
-                    errors.append(error)
-                else:
-                    report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
-        hooks = hook_value = None  # the hooks' values die with the rest, below
-        # Unlink first, free last: detach the area so that code run by a dying value sees a
-        # dead container, never a half-freed area.
-        cdef PyObject*** chunks = self.chunks
-        cdef Py_ssize_t nchunks = self.nchunks
-        self.chunks = NULL
-        self.nchunks = 0
-        self.state = DEAD
-        _holding.pop(self, None)
-        _free_area(chunks, nchunks)
-        return errors
 
-    cdef PyObject** _slot_for_write(self, Py_ssize_t hi, Py_ssize_t lo) except NULL:
-        """Return the address of slot (hi, lo), growing the table or adding a chunk."""
-        cdef PyObject*** table
-        cdef PyObject** chunk
-        cdef Py_ssize_t nchunks = self.nchunks
-        if self.state == DEAD:
-            raise ContainerClosedError(f"cannot write in closed {self!r}")
-        if hi >= nchunks:
-            table = <PyObject***>PyMem_Realloc(self.chunks, (hi + 1) * sizeof(PyObject**))
-            if table == NULL:
-                raise MemoryError()
-            memset(&table[nchunks], 0, (hi + 1 - nchunks) * sizeof(PyObject**))
-            self.chunks = table
-            self.nchunks = hi + 1
-        chunk = self.chunks[hi]
-        if chunk == NULL:
-            chunk = <PyObject**>PyMem_Calloc(CHUNK_SIZE, sizeof(PyObject*))
-            if chunk == NULL:
-                raise MemoryError()
-            self.chunks[hi] = chunk
-        return &chunk[lo]
+cdef int _enter(Container container) except -1:
+    """Make container current in this thread or task (the work of `with container:`)."""
+    if container.state != LIVE:
+        raise ContainerClosedError(f"cannot enter closed {container!r}")
+    if not enabled:
+        return 0
+    cdef _Frame frame = _Frame.__new__(_Frame)
+    frame.container = container
+    frame.below = _get_frame()
+    frame.token = PyContextVar_Set(_current_frame, frame)
+    container.users += 1
+    _cache(PyThreadState_Get(), frame)
+    return 0
+
+
+cdef int _exit(Container container) except -1:
+    """Restore the container that was current before the matching _enter()."""
+    if not enabled:
+        return 0
+    cdef _Frame frame = _get_frame()
+    if frame is None or frame.container is not container:
+        raise ContainerError(
+            f"exiting {container!r} while {_current()!r} is current: with-blocks must nest")
+    if PyContextVar_Reset(_current_frame, frame.token) < 0:
+        _exit_failed(container)
+    _cache(PyThreadState_Get(), frame.below)
+    container.users -= 1
+    if container.users == 0 and container.state == CLOSING:
+        container.state = TEARDOWN
+        _teardown(container, False)
+    return 0
+
+
+cdef list _teardown(Container container, bint raise_errors):
+    """Run the exit hooks in reverse declaration order, then drop every value."""
+    cdef Py_ssize_t position = 0, slot
+    cdef PyObject* value
+    cdef _Record record
+    hooks = []
+    while True:
+        # Re-read the area each time: the appends below can run Python code (a GC pass).
+        value = area_next(&container.area, &position, &slot)
+        if value == NULL:
+            break
+        ref = _record_refs[slot] if slot < len(_record_refs) else None
+        record = ref() if ref is not None else None
+        if record is not None and record.on_exit is not None:
+            hooks.append((record.seq, record.on_exit, <object>value))
+    hooks.sort(key=_hook_order, reverse=True)
+    errors = []
+    hook_value = None
+    for _, on_exit, hook_value in hooks:
+        try:
+            _call_inside(container, on_exit, (hook_value,))
+        except Exception as error:  # every hook runs, whatever one raised
+            if raise_errors:
+                errors.append(error)
+            else:
+                report_unraisable(f"Exception in exit hook of {container!r}", error, on_exit)
+    hooks = hook_value = None  # the hooks' values die with the rest, below
+    # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
+    container.state = DEAD
+    if container.extra is not None:
+        container.extra.owners = None
+    area_free(&container.area)
+    _unlink(container)
+    return errors
 
 
 cdef object _hook_order(tuple hook):
     return hook[0]
 
 
-cdef void _free_area(PyObject*** chunks, Py_ssize_t nchunks):
-    """Drop every value of a detached area and free its memory."""
-    cdef Py_ssize_t hi, lo
-    cdef PyObject** chunk
-    cdef PyObject* value
-    for hi in range(nchunks):
-        chunk = chunks[hi]
-        if chunk == NULL:
+# The registry of containers that hold storage (LIVE, CLOSING, TEARDOWN): a doubly linked
+# list through the containers, in creation order, the host first; it owns one reference to
+# each. It is only walked without running Python code (see _snapshot).
+cdef PyObject* _first = NULL
+cdef PyObject* _last = NULL
+
+
+cdef void _link(Container container) noexcept:
+    global _first, _last
+    Py_INCREF(container)
+    container.prev = _last
+    container.next = NULL
+    if _last == NULL:
+        _first = <PyObject*>container
+    else:
+        (<Container>_last).next = <PyObject*>container
+    _last = <PyObject*>container
+
+
+cdef void _unlink(Container container) noexcept:
+    """Take container out of the registry and drop the registry's reference (the caller
+    holds its own)."""
+    global _first, _last
+    if container.prev == NULL and _first != <PyObject*>container:
+        return  # not linked
+    if container.prev == NULL:
+        _first = container.next
+    else:
+        (<Container>container.prev).next = container.next
+    if container.next == NULL:
+        _last = container.prev
+    else:
+        (<Container>container.next).prev = container.prev
+    container.prev = container.next = NULL
+    Py_DECREF(container)
+
+
+cdef list _snapshot(bint live_only):
+    """Return the registered containers (only the LIVE ones if live_only) as a new list.
+
+    Counting and filling run no Python code; allocating the list can (a GC pass), so the
+    count is taken again after it and the work redone if the registry changed meanwhile."""
+    cdef PyObject* node
+    cdef Py_ssize_t count, i
+    cdef list result
+    while True:
+        count = _count(live_only)
+        result = PyList_New(count)
+        if _count(live_only) != count:
             continue
-        for lo in range(CHUNK_SIZE):
-            value = chunk[lo]
-            chunk[lo] = NULL
-            Py_XDECREF(value)
-        PyMem_Free(chunk)
-    PyMem_Free(chunks)
+        node = _first
+        i = 0
+        while node != NULL:
+            if not live_only or (<Container>node).state == LIVE:
+                Py_INCREF(<object>node)
+                PyList_SET_ITEM(result, i, <object>node)
+                i += 1
+            node = (<Container>node).next
+        return result
 
 
-cdef inline PyObject* _peek(Container c, Py_ssize_t hi, Py_ssize_t lo) noexcept:
-    """Return the value at slot (hi, lo) of c, borrowed, or NULL if unset."""
-    cdef PyObject** chunk
-    if hi < c.nchunks:
-        chunk = c.chunks[hi]
-        if chunk != NULL:
-            return chunk[lo]
-    return NULL
+cdef Py_ssize_t _count(bint live_only) noexcept:
+    cdef PyObject* node = _first
+    cdef Py_ssize_t count = 0
+    while node != NULL:
+        if not live_only or (<Container>node).state == LIVE:
+            count += 1
+        node = (<Container>node).next
+    return count
 
 
 cdef inline Container _storage(Container c, str group):
@@ -451,41 +507,34 @@ cdef inline Container _storage(Container c, str group):
         return c  # every access through a dead container raises, shared groups included
     if not enabled:
         return _host
-    if c.owners is None:
+    if not c.shares:
         return c
-    return <Container>c.owners.get(group, c)
+    return <Container>c.extra.owners.get(group, c)
 
 
 cdef Container _new_host():
-    global _next_id
     cdef Container c = Container.__new__(Container)
-    c._id = _next_id
-    _next_id += 1
-    c._name = "host"
-    c._shared = frozenset()
     c.state = LIVE
-    _holding[c] = None
+    _link(c)
     return c
 
 
 cdef Container _host = _new_host()
+_next_id = 1
 #: The host container: current wherever no container was entered.
 host = _host
 
 
 def _release(Py_ssize_t slot, str name, ref):
     """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
-    cdef Py_ssize_t hi = slot >> CHUNK_SHIFT, lo = slot & CHUNK_MASK
     cdef PyObject* value
-    cdef PyObject** chunk
     if _by_name.get(name) is ref:
         del _by_name[name]
     _record_refs[slot] = None
     dropped = []
-    for c in list(_holding):
-        value = _peek(<Container>c, hi, lo)
+    for c in _snapshot(False):
+        value = area_take(&(<Container>c).area, slot)
         if value != NULL:
-            (<Container>c).chunks[hi][lo] = NULL
             dropped.append(<object>value)  # takes a reference ...
             Py_DECREF(<object>value)  # ... and this drops the area's
     heapq.heappush(_free_slots, slot)
@@ -533,20 +582,30 @@ cdef class _Pending:
 cdef dict _pending = {}
 
 
+cdef inline int _store(Container c, Py_ssize_t slot, object value) except -1:
+    """Put value at slot in c's area, dropping the old value last."""
+    if c.state == DEAD:
+        raise ContainerClosedError(f"cannot write in closed {c!r}")
+    cdef PyObject** where = area_slot(&c.area, slot)
+    cdef PyObject* old = where[0]
+    Py_INCREF(value)
+    where[0] = <PyObject*>value
+    Py_XDECREF(old)  # last: the old value's __del__ may run anything
+    return 0
+
+
 @cython.final
 cdef class PerContainer:
     """A module-level variable with one value per container, read through the current one."""
     cdef _Record record
-    cdef Py_ssize_t hi  # slot >> CHUNK_SHIFT
-    cdef Py_ssize_t lo  # slot & CHUNK_MASK
+    cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths
     cdef object __weakref__
 
     def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None):
         cdef bint has_default = default is not _UNSET
         check_declaration(name, default, has_default, factory, group, on_exit)
         self.record = _declare(name, group, default, has_default, factory, on_exit)
-        self.hi = self.record.slot >> CHUNK_SHIFT
-        self.lo = self.record.slot & CHUNK_MASK
+        self.slot = self.record.slot
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -570,8 +629,8 @@ cdef class PerContainer:
         """Return the current container's value (running the factory once if needed)."""
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
-        if (<Container>c).owners is None:
-            value = _peek(<Container>c, self.hi, self.lo)
+        if not (<Container>c).shares:
+            value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
                 return <object>value
         return self.of(<Container>c)
@@ -581,7 +640,7 @@ cdef class PerContainer:
         if not isinstance(container, Container):
             raise TypeError(f"of() takes a Container, not {type(container).__name__}")
         cdef Container c = _storage(<Container>container, self.record.group)
-        cdef PyObject* value = _peek(c, self.hi, self.lo)
+        cdef PyObject* value = area_get(&c.area, self.slot)
         if value != NULL:
             return <object>value
         return self._miss(c)
@@ -602,12 +661,12 @@ cdef class PerContainer:
         """Run the factory once for (owner, slot); threads that race wait and share its result."""
         cdef PyObject* held
         cdef _Pending pending
-        key = (owner, self.record.slot)
+        key = (owner, self.slot)
         while True:
             # Atomic under the GIL: no Python code runs from the check to the insertion.
             if owner.state == DEAD:
                 raise ContainerClosedError(f"{self.record.name!r} read in closed {owner!r}")
-            held = _peek(owner, self.hi, self.lo)
+            held = area_get(&owner.area, self.slot)
             if held != NULL:
                 return <object>held
             pending = _pending.get(key)
@@ -621,18 +680,15 @@ cdef class PerContainer:
                 raise ContainerError(
                     f"the factory of {self.record.name!r} reads {self.record.name!r} itself")
             pending.done.wait()
-        cdef PyObject** where
         installed = _UNSET
         try:
             value = _call_inside(owner, self.record.factory, ())
             if owner.state != DEAD:
-                held = _peek(owner, self.hi, self.lo)
+                held = area_get(&owner.area, self.slot)
                 if held != NULL:
                     installed = <object>held  # a set() meanwhile wins
                 else:
-                    where = owner._slot_for_write(self.hi, self.lo)
-                    Py_INCREF(value)
-                    where[0] = <PyObject*>value
+                    _store(owner, self.slot, value)
                     installed = value
         finally:
             del _pending[key]
@@ -648,15 +704,10 @@ cdef class PerContainer:
     def set(self, value):
         """Set the current container's value."""
         cdef PyObject* c = _current_ptr()
-        cdef PyObject** where
-        if (<Container>c).owners is None:
-            where = (<Container>c)._slot_for_write(self.hi, self.lo)
+        if not (<Container>c).shares:
+            _store(<Container>c, self.slot, value)
         else:
-            where = _storage(<Container>c, self.record.group)._slot_for_write(self.hi, self.lo)
-        cdef PyObject* old = where[0]
-        Py_INCREF(value)
-        where[0] = <PyObject*>value
-        Py_XDECREF(old)  # last: the old value's __del__ may run anything
+            _store(_storage(<Container>c, self.record.group), self.slot, value)
 
     @property
     def value(self):
@@ -669,20 +720,19 @@ cdef class PerContainer:
 
     def add(self, delta=1):
         """Add delta to the current container's value and return the new value."""
-        cdef Container c = _current()
-        if c.owners is not None:
-            c = _storage(c, self.record.group)
-        cdef PyObject* held = _peek(c, self.hi, self.lo)
-        if held != NULL:
-            new = <object>held + delta
-        else:
-            new = self._miss(c) + delta
-        # Atomic with the read above for built-in numbers (their + runs no Python code).
-        cdef PyObject** where = c._slot_for_write(self.hi, self.lo)
-        cdef PyObject* old = where[0]
-        Py_INCREF(new)
-        where[0] = <PyObject*>new
-        Py_XDECREF(old)
+        cdef PyObject* current = _current_ptr()
+        cdef PyObject* held
+        if not (<Container>current).shares:
+            held = area_get(&(<Container>current).area, self.slot)
+            if held != NULL:
+                new = <object>held + delta
+                # Atomic with the read for built-in numbers (their + runs no Python code).
+                _store(<Container>current, self.slot, new)
+                return new
+        cdef Container c = _storage(<Container>current, self.record.group)
+        held = area_get(&c.area, self.slot)
+        new = (<object>held if held != NULL else self._miss(c)) + delta
+        _store(c, self.slot, new)
         return new
 
     def reset(self):
@@ -690,18 +740,15 @@ cdef class PerContainer:
         cdef Container c = _storage(_current(), self.record.group)
         if c.state == DEAD:
             raise ContainerClosedError(f"{self.record.name!r} reset in closed {c!r}")
-        cdef PyObject* old = _peek(c, self.hi, self.lo)
-        if old != NULL:
-            c.chunks[self.hi][self.lo] = NULL
-            Py_DECREF(<object>old)
+        Py_XDECREF(area_take(&c.area, self.slot))
 
     # -- across containers ------------------------------------------------------------------
     def items(self):
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
         pairs = []
-        for c in containers():
-            value = _peek(<Container>c, self.hi, self.lo)
+        for c in _snapshot(True):
+            value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
                 pairs.append((c, <object>value))
         return pairs
@@ -710,8 +757,8 @@ cdef class PerContainer:
         """Return the total of the values over all live containers (0 if none is set)."""
         cdef PyObject* value
         total = 0
-        for c in containers():
-            value = _peek(<Container>c, self.hi, self.lo)
+        for c in _snapshot(True):
+            value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
                 total = total + <object>value
         return total
