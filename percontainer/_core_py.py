@@ -100,9 +100,8 @@ def _release(slot: int, name: str, ref: weakref.ref[_Record]) -> None:
         _record_refs[slot] = None
         for container in _holding:
             area = container._area
-            if area is not None and slot < len(area) and area[slot] is not _UNSET:
-                dropped.append(area[slot])
-                area[slot] = _UNSET
+            if area is not None and slot in area:
+                dropped.append(area.pop(slot))
         heapq.heappush(_free_slots, slot)
     del dropped  # values die here, outside the lock, after the slot is clean
 
@@ -169,7 +168,7 @@ class Container:
     _parent: Container | None
     _shared: frozenset[str]
     _owners: dict[str, Container] | None  # shared group -> the container that stores it
-    _area: list[Any] | None  # slot -> value or _UNSET; None once the values are dropped
+    _area: dict[int, Any] | None  # slot -> value, set slots only; None once values are dropped
     _state: int
     _users: int  # threads and tasks inside, by `with`; teardown waits for 0
     _children: dict[Container, None] | None  # live children, made on the first one
@@ -198,7 +197,7 @@ class Container:
             self._parent = parent
             self._shared = shared
             self._owners = owners
-            self._area = []
+            self._area = {}
             self._users = 0
             self._children = None
             self._state = _LIVE
@@ -308,9 +307,8 @@ class Container:
     def _teardown(self, raise_errors: bool) -> list[BaseException]:
         """Run the exit hooks in reverse declaration order, then drop every value."""
         hooks = []
-        area = self._area or []
-        for slot, value in enumerate(area):
-            ref = _record_refs[slot] if value is not _UNSET and slot < len(_record_refs) else None
+        for slot, value in list((self._area or {}).items()):
+            ref = _record_refs[slot] if slot < len(_record_refs) else None
             record = ref() if ref is not None else None
             if record is not None and record.on_exit is not None:
                 hooks.append((record.seq, record.on_exit, value))
@@ -350,7 +348,7 @@ def _new_host() -> Container:
     container._parent = None
     container._shared = frozenset()
     container._owners = None
-    container._area = []
+    container._area = {}
     container._users = 0
     container._children = None
     container._state = _LIVE
@@ -413,7 +411,15 @@ class PerContainer(Generic[T]):
     # -- reading ----------------------------------------------------------------------------
     def get(self) -> T:
         """Return the current container's value (running the factory once if needed)."""
-        return self._get_in(current())
+        frame = _current_frame.get(None)
+        container = host if frame is None else frame.container
+        area = container._area
+        if container._owners is None and area is not None:  # the common case, inlined
+            try:
+                return area[self._slot]  # type: ignore[no-any-return]  # the area holds a T
+            except KeyError:
+                pass
+        return self._get_in(container)
 
     def of(self, container: Container) -> T:
         """Return the value in `container` without entering it."""
@@ -424,10 +430,8 @@ class PerContainer(Generic[T]):
     def _get_in(self, container: Container) -> T:
         owner = _storage(container, self._record.group)
         area = owner._area
-        if area is not None and self._slot < len(area):
-            value = area[self._slot]
-            if value is not _UNSET:
-                return value  # type: ignore[no-any-return]  # the area holds T at this slot
+        if area is not None and self._slot in area:
+            return area[self._slot]  # type: ignore[no-any-return]  # the area holds T here
         return self._miss(owner)
 
     def _miss(self, owner: Container) -> T:
@@ -451,7 +455,7 @@ class PerContainer(Generic[T]):
                 area = owner._area
                 if area is None:
                     raise ContainerClosedError(f"{self._record.name!r} read in closed {owner!r}")
-                if self._slot < len(area) and area[self._slot] is not _UNSET:
+                if self._slot in area:
                     return area[self._slot]  # type: ignore[no-any-return]  # a T
                 pending = _pending.get(key)
                 if pending is None:
@@ -470,10 +474,7 @@ class PerContainer(Generic[T]):
             with _lock:
                 area = owner._area
                 if area is not None:
-                    held = area[self._slot] if self._slot < len(area) else _UNSET
-                    installed = value if held is _UNSET else held  # a set() meanwhile wins
-                    if held is _UNSET:
-                        _store(area, self._slot, value)
+                    installed = area.setdefault(self._slot, value)  # a set() meanwhile wins
         finally:
             with _lock:
                 del _pending[key]
@@ -493,7 +494,7 @@ class PerContainer(Generic[T]):
         area = owner._area
         if area is None:
             raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
-        _store(area, self._slot, value)
+        area[self._slot] = value
 
     @property
     def value(self) -> T:
@@ -512,9 +513,8 @@ class PerContainer(Generic[T]):
             area = owner._area
             if area is None:
                 raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
-            held = area[self._slot] if self._slot < len(area) else _UNSET
-            new = (base if held is _UNSET else held) + delta
-            _store(area, self._slot, new)
+            new = area.get(self._slot, base) + delta
+            area[self._slot] = new
         return new  # type: ignore[no-any-return]  # T + delta is a T for numbers
 
     def reset(self) -> None:
@@ -523,9 +523,7 @@ class PerContainer(Generic[T]):
         area = owner._area
         if area is None:
             raise ContainerClosedError(f"{self._record.name!r} reset in closed {owner!r}")
-        if self._slot < len(area):
-            old, area[self._slot] = area[self._slot], _UNSET
-            del old
+        area.pop(self._slot, None)
 
     # -- across containers ------------------------------------------------------------------
     def items(self) -> list[tuple[Container, T]]:
@@ -534,7 +532,7 @@ class PerContainer(Generic[T]):
         pairs = []
         for container in containers():
             area = container._area
-            if area is not None and slot < len(area) and area[slot] is not _UNSET:
+            if area is not None and slot in area:
                 pairs.append((container, area[slot]))
         return pairs
 
@@ -544,14 +542,6 @@ class PerContainer(Generic[T]):
         for _, value in self.items():
             total = total + value
         return total
-
-
-def _store(area: list[Any], slot: int, value: Any) -> None:
-    """Put value at slot, growing the area with unset slots if it is short."""
-    if slot >= len(area):
-        area.extend([_UNSET] * (slot + 1 - len(area)))
-    old, area[slot] = area[slot], value
-    del old
 
 
 @overload
