@@ -55,7 +55,11 @@ def slots_class(fields: int) -> type:
 
 
 class Row:
-    def __init__(self, what: str, ours: float, theirs: float, goal: float, unit: str) -> None:
+    """One measure: percontainer against its reference, and the goal for the ratio (None: a
+    figure given for context)."""
+
+    def __init__(self, what: str, ours: float, theirs: float, goal: float | None,
+                 unit: str) -> None:
         self.what, self.ours, self.theirs, self.goal, self.unit = what, ours, theirs, goal, unit
 
     @property
@@ -63,9 +67,12 @@ class Row:
         return self.ours / self.theirs
 
     def line(self) -> str:
-        verdict = "PASS" if self.ratio <= self.goal else "MISS"
+        if self.goal is None:
+            goal, verdict = "", "info"
+        else:
+            goal, verdict = f"<= {self.goal}x", "PASS" if self.ratio <= self.goal else "MISS"
         return (f"| {self.what} | {self.ours:,.1f} {self.unit} | {self.theirs:,.1f} {self.unit} "
-                f"| {self.ratio:.2f}x | <= {self.goal}x | {verdict} |")
+                f"| {self.ratio:.2f}x | {goal} | {verdict} |")
 
 
 def speed_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:
