@@ -81,8 +81,9 @@ cdef bint enabled = ENABLED
 cdef enum:
     DEAD = 0
     LIVE = 1
-    CLOSING = 2
-    TEARDOWN = 3
+    CLOSING = 2  # close() is closing the descendants
+    WAITING = 3  # closed; a thread or task is inside, or a child still waits
+    TEARDOWN = 4
 
 
 @cython.final
@@ -237,7 +238,7 @@ cdef class _Extra:
     cdef Container parent
     cdef frozenset shared
     cdef dict owners  # shared group -> the container that stores it
-    cdef dict children  # live child -> None
+    cdef dict children  # child not yet torn down -> None
 
 
 cdef frozenset _NO_GROUPS = frozenset()
@@ -373,14 +374,18 @@ cdef class Container:
                     child.close()
                 except Exception as error:  # the parent closes whatever a child raised
                     errors.append(error)
-            parent = self.extra.parent
-            if parent is not _host and _extra(parent).children is not None:
-                _extra(parent).children.pop(self, None)
-        if self.users == 0:
+        if _unused(self):
             self.state = TEARDOWN
             errors.extend(_teardown(self, True))
+        else:
+            self.state = WAITING
         if errors:
             raise errors[0]
+
+
+cdef inline bint _unused(Container container):
+    """Return True when no thread or task is inside and no child awaits teardown."""
+    return container.users == 0 and (container.extra is None or not container.extra.children)
 
 
 cdef int _enter(Container container) except -1:
@@ -410,7 +415,7 @@ cdef int _exit(Container container) except -1:
         _exit_failed(container)
     _cache(PyThreadState_Get(), frame.below)
     container.users -= 1
-    if container.users == 0 and container.state == CLOSING:
+    if container.state == WAITING and _unused(container):
         container.state = TEARDOWN
         _teardown(container, False)
     return 0
@@ -445,10 +450,18 @@ cdef list _teardown(Container container, bint raise_errors):
     hooks = hook_value = None  # the hooks' values die with the rest, below
     # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
     container.state = DEAD
+    cdef Container parent = _host
     if container.extra is not None:
         container.extra.owners = None
+        parent = container.extra.parent
     area_free(&container.area)
     _unlink(container)
+    if parent is not _host and parent.extra.children is not None:
+        parent.extra.children.pop(container, None)
+        if parent.state == WAITING and _unused(parent):
+            # The parent was closed while this one still had someone inside.
+            parent.state = TEARDOWN
+            _teardown(parent, False)
     return errors
 
 

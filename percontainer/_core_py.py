@@ -50,10 +50,11 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
-# Life cycle of a container. LIVE: enterable. CLOSING: close() was called while a thread or
-# task was still inside; teardown waits for the last one to leave. TEARDOWN: exit hooks are
-# running, values still readable. DEAD: values dropped; any access raises.
-_LIVE, _CLOSING, _TEARDOWN, _DEAD = range(4)
+# Life cycle of a container. LIVE: enterable. CLOSING: close() is closing the descendants.
+# WAITING: closed, but a thread or task is still inside it (by `with`), or a descendant still
+# waits; teardown comes when the last of them is gone. TEARDOWN: exit hooks are running, the
+# values still readable. DEAD: values dropped; any access raises.
+_LIVE, _CLOSING, _WAITING, _TEARDOWN, _DEAD = range(5)
 
 # One lock guards the registries and life-cycle transitions. It is reentrant because dropping
 # a value can run arbitrary code (a __del__) that declares variables or creates containers.
@@ -171,7 +172,7 @@ class Container:
     _area: dict[int, Any] | None  # slot -> value, set slots only; None once values are dropped
     _state: int
     _users: int  # threads and tasks inside, by `with`; teardown waits for 0
-    _children: dict[Container, None] | None  # live children, made on the first one
+    _children: dict[Container, None] | None  # children not yet torn down, made on the first
 
     def __init__(self, name: str | None = None, *, parent: Container | None = None,
                  share: Iterable[str] = ()) -> None:
@@ -265,7 +266,7 @@ class Container:
             ) from None
         with _lock:
             self._users -= 1
-            last_out = self._users == 0 and self._state == _CLOSING
+            last_out = self._state == _WAITING and self._unused()
             if last_out:
                 self._state = _TEARDOWN
         if last_out:
@@ -292,17 +293,16 @@ class Container:
             except Exception as error:  # noqa: BLE001  # the parent must close whatever a child raised
                 errors.append(error)
         with _lock:
-            assert self._parent is not None
-            parent_children = self._parent._children
-            if parent_children is not None:
-                parent_children.pop(self, None)
-            teardown_now = self._users == 0
-            if teardown_now:
-                self._state = _TEARDOWN
+            teardown_now = self._unused()
+            self._state = _TEARDOWN if teardown_now else _WAITING
         if teardown_now:
             errors.extend(self._teardown(raise_errors=True))
         if errors:
             raise errors[0]
+
+    def _unused(self) -> bool:
+        """Return True when no thread or task is inside and no child awaits teardown (locked)."""
+        return self._users == 0 and not self._children
 
     def _teardown(self, raise_errors: bool) -> list[BaseException]:
         """Run the exit hooks in reverse declaration order, then drop every value."""
@@ -322,11 +322,20 @@ class Container:
                     errors.append(error)
                 else:
                     report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+        parent = self._parent
+        assert parent is not None  # the host is never torn down
         with _lock:
             self._state = _DEAD
             values, self._area = self._area, None
             _holding.pop(self, None)
+            if parent._children is not None:
+                parent._children.pop(self, None)
+            parent_last = parent._state == _WAITING and parent._unused()
+            if parent_last:
+                parent._state = _TEARDOWN
         del values  # dropped outside the lock: a value's __del__ may use the library
+        if parent_last:  # the parent was closed while this one still had someone inside
+            parent._teardown(raise_errors=False)
         return errors
 
 

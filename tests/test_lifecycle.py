@@ -520,3 +520,40 @@ def test_concurrent_close_runs_hooks_once(pc: ModuleType, name: str) -> None:
         run_threads([closer] * 4)
         assert c.closed
         assert len(log.calls) == (1 if pc.ENABLED else 0)
+
+
+@pytest.mark.enabled_only
+def test_parent_teardown_waits_for_a_thread_inside_a_child(pc: ModuleType, name: str) -> None:
+    """Descendants first, even when one waits: the parent's storage outlives the child's users."""
+    log = HookLog(pc, name)
+    own = log.var("own")
+    pooled = log.var("pooled", group=f"{name}.g")
+    parent = pc.Container("p")
+    child = pc.Container("c", parent=parent, share=[f"{name}.g"])
+    parent.run(own.set, "parent")
+    parent.run(pooled.set, "pool")
+    child.run(own.set, "child")
+    entered, release = threading.Event(), threading.Event()
+    reads: list[Any] = []
+
+    def worker() -> None:
+        with child:
+            entered.set()
+            assert release.wait(10)
+            reads.append((own.get(), pooled.get(), pooled.add("+")))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert entered.wait(10)
+    parent.close()
+    assert parent.closed and child.closed
+    assert log.calls == []  # neither torn down: a thread is inside the child
+    assert parent not in pc.containers() and child not in pc.containers()
+    release.set()
+    thread.join(10)
+    assert reads == [("child", "pool", "pool+")]  # the shared group still read the parent's
+    # The child first; then the parent's hooks, in reverse declaration order.
+    assert log.calls == [("own", "child", child), ("pooled", "pool+", parent),
+                         ("own", "parent", parent)]
+    with pytest.raises(pc.ContainerClosedError):
+        pooled.of(child)
