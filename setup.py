@@ -33,6 +33,16 @@ class OptionalBuildExt(build_ext):
         except Exception as error:  # noqa: BLE001  # any compiler failure: fall back to the twin
             print(f"*** percontainer: the Cython core did not build ({error}); "
                   "installing the pure-Python twin", file=sys.stderr)
+            return
+        if not self.inplace:
+            # Also put the built core beside its sources, so that `python -m percontainer` and
+            # `python -m pytest`, run from the root of a checkout (which puts the sources first
+            # on sys.path), use the compiled core rather than the twin.
+            try:
+                self.copy_extensions_to_source()
+            except OSError as error:  # a read-only source tree: the installed copy still works
+                print(f"*** percontainer: not copied beside the sources ({error})",
+                      file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
         try:
