@@ -1,4 +1,4 @@
-"""`python -m percontainer demo`: tenants isolated across threads and asyncio tasks."""
+"""`python -m percontainer bench` (the side-by-side benchmark) and `... demo` (a tour)."""
 
 from __future__ import annotations
 
@@ -54,10 +54,22 @@ def demo() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m percontainer", description=__doc__)
-    parser.add_argument("command", choices=["demo"], nargs="?", default="demo",
-                        help="demo: three tenants served by asyncio tasks and threads")
-    parser.parse_args(argv)
-    return demo()
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser(
+        "bench", help="percontainer against globals-in-structs and every peer, side by side")
+    bench.add_argument("--full", action="store_true", help="the full sweeps (minutes)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw the scaling curves (matplotlib)")
+    bench.add_argument("--disabled-worker", action="store_true", help=argparse.SUPPRESS)
+    commands.add_parser("demo", help="three tenants served by asyncio tasks and threads")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo()
+    from .benchmark.runner import Settings, disabled_worker, main_bench
+
+    if args.disabled_worker:
+        return disabled_worker(Settings(full=args.full))
+    return main_bench(args.full, args.json, args.plot)
 
 
 if __name__ == "__main__":

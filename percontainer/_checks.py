@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from typing import Any
 
 __all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name"]
@@ -44,7 +44,7 @@ def check_declaration(
         )
 
 
-def check_share(share: Iterable[Any], known_groups: Iterable[str]) -> frozenset[str]:
+def check_share(share: Iterable[Any], known_groups: Set[str]) -> frozenset[str]:
     """Return `share` as a frozenset of known group names, or raise."""
     if isinstance(share, str):
         raise TypeError(f"share must be an iterable of group names, not a str; use share=({share!r},)")
@@ -54,18 +54,17 @@ def check_share(share: Iterable[Any], known_groups: Iterable[str]) -> frozenset[
         raise TypeError(
             f"share must be an iterable of group names, not {type(share).__name__}"
         ) from None
-    known = frozenset(known_groups)
+    if groups <= known_groups:  # the common case: nothing to complain about
+        return groups
     for group in groups:
         if not isinstance(group, str):
             raise TypeError(f"share holds {group!r}; group names are str")
-    unknown = sorted(groups - known)
-    if unknown:
-        raise ValueError(
-            f"unknown group(s) {', '.join(map(repr, unknown))} in share; "
-            f"known groups: {', '.join(map(repr, sorted(known)))} "
-            "(a group is known once a variable is declared in it)"
-        )
-    return groups
+    unknown = sorted(groups - known_groups)
+    raise ValueError(
+        f"unknown group(s) {', '.join(map(repr, unknown))} in share; "
+        f"known groups: {', '.join(map(repr, sorted(known_groups)))} "
+        "(a group is known once a variable is declared in it)"
+    )
 
 
 def decorated_name(factory: Callable[..., Any], name: str | None) -> str:

@@ -239,6 +239,7 @@ cdef class _Extra:
     cdef frozenset shared
     cdef dict owners  # shared group -> the container that stores it
     cdef dict children  # child not yet torn down -> None
+    cdef dict owners_for  # frozenset of shared groups -> the owners mapping its children use
 
 
 cdef frozenset _NO_GROUPS = frozenset()
@@ -278,11 +279,10 @@ cdef class Container:
         elif not isinstance(parent, Container):
             raise TypeError(f"parent must be a Container, not {type(parent).__name__}")
         cdef Container up = <Container>parent
-        shared = check_share(share, _groups) if share != () else _NO_GROUPS
+        cdef frozenset shared = _shared_groups(share)
         cdef dict owners = None
         if shared and enabled:
-            # Flatten the sharing chain once: a shared group's owner is the parent's owner.
-            owners = {group: _storage(up, group) for group in shared}
+            owners = _owners(up, shared)
         if up.state != LIVE:
             raise ContainerClosedError(f"cannot create a child of closed {up!r}")
         cdef _Extra extra = None
@@ -381,6 +381,36 @@ cdef class Container:
             self.state = WAITING
         if errors:
             raise errors[0]
+
+
+cdef frozenset _shared_groups(object share):
+    """Return share as a frozenset of known groups; the checks with messages are _checks'."""
+    if share == ():
+        return _NO_GROUPS
+    if not isinstance(share, str) and isinstance(share, (tuple, list, set, frozenset)):
+        groups = frozenset(share)
+        if groups <= _groups:
+            return groups
+    return check_share(share, _groups)  # raises, or takes an iterable of another kind
+
+
+cdef dict _owners(Container parent, frozenset shared):
+    """Return {shared group: the container that stores it} for a child of parent.
+
+    Flattened once: a shared group's owner is the parent's owner. Siblings made with the same
+    groups share one mapping (it never changes), so sharing costs a lookup at creation."""
+    cdef _Extra extra = _extra(parent) if parent is not _host else None
+    cdef dict owners
+    if extra is not None and extra.owners_for is not None:
+        owners = extra.owners_for.get(shared)
+        if owners is not None:
+            return owners
+    owners = {group: _storage(parent, group) for group in shared}
+    if extra is not None:
+        if extra.owners_for is None:
+            extra.owners_for = {}
+        extra.owners_for[shared] = owners
+    return owners
 
 
 cdef inline bint _unused(Container container):
