@@ -33,12 +33,12 @@ class Settings:
 
     @property
     def repeats(self) -> int:
-        return 21 if self.full else 7
+        return 31 if self.full else 11
 
     def number(self, operation: str) -> int:
-        base = {"read": 20_000, "write": 20_000, "increment": 20_000, "switch": 5_000,
-                "create": 2_000, "sum": 2}.get(operation, 1_000)
-        return base * 5 if self.full else base
+        base = {"read": 50_000, "write": 50_000, "increment": 50_000, "switch": 10_000,
+                "create": 5_000, "sum": 2}.get(operation, 2_000)
+        return base * 2 if self.full else base
 
     @property
     def tenants(self) -> int:
