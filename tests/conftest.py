@@ -25,13 +25,15 @@ def _import_twin(twin: str) -> ModuleType:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the README doctest in disabled mode: it shows tenants isolated from each other."""
-    if not _config.DISABLED:
-        return
-    skip = pytest.mark.skip(reason="README shows isolation; PERCONTAINER_DISABLE=1 is set")
+    """Skip the README doctest in disabled mode (it shows tenants isolated from each other),
+    and tests marked c_extension where the compiled core is not under test."""
+    readme = pytest.mark.skip(reason="README shows isolation; PERCONTAINER_DISABLE=1 is set")
+    compiled = pytest.mark.skip(reason="PERCONTAINER_NO_EXTENSIONS is set")
     for item in items:
-        if item.path.name == "README.md":
-            item.add_marker(skip)
+        if _config.DISABLED and item.path.name == "README.md":
+            item.add_marker(readme)
+        if _config.NO_EXTENSIONS and item.get_closest_marker("c_extension"):
+            item.add_marker(compiled)
 
 
 @pytest.fixture(params=TWINS)

@@ -328,9 +328,12 @@ def plot(points: list[Point], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweeps = sorted({point.sweep for point in points})
-    figure, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4))
-    for axis, sweep in zip(axes if len(sweeps) > 1 else [axes], sweeps):
+    sweeps = list(dict.fromkeys(point.sweep for point in points))
+    rows = (len(sweeps) + 1) // 2
+    figure, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    for axis in axes.flat[len(sweeps):]:
+        axis.set_visible(False)
+    for axis, sweep in zip(axes.flat, sweeps):
         for contender in sorted({p.contender for p in points if p.sweep == sweep}):
             line = sorted((p.x, p.value) for p in points
                           if p.sweep == sweep and p.contender == contender)
@@ -346,7 +349,7 @@ def plot(points: list[Point], path: str) -> None:
 
 
 def main_bench(full: bool, json_path: str | None, plot_path: str | None,
-               out: Callable[[str], None] = print) -> int:
+               out: Callable[[str], None] = print, settings: Settings | None = None) -> int:
     """Run the benchmark, print the table; write JSON and a plot if asked. Return the exit
     status."""
     if plot_path is not None:
@@ -355,7 +358,7 @@ def main_bench(full: bool, json_path: str | None, plot_path: str | None,
         except ImportError:
             print("--plot needs matplotlib: pip install 'percontainer[plot]'", file=sys.stderr)
             return 2
-    settings = Settings(full=full)
+    settings = settings or Settings(full=full)
     contenders = all_contenders()
     available = []
     rows: list[Row] = []
@@ -410,15 +413,16 @@ def main_bench(full: bool, json_path: str | None, plot_path: str | None,
 
 
 def format_sweeps(points: list[Point]) -> Iterator[str]:
+    """Yield one line per sweep: each contender's value at each point."""
     for sweep in dict.fromkeys(point.sweep for point in points):
-        chosen = [point for point in points if point.sweep == sweep]
-        xs = sorted({point.x for point in chosen})
         unit = "B/container" if sweep.startswith("memory") else "ns/op"
-        yield f"{sweep} ({unit}): " + "; ".join(
-            f"{contender}: " + ", ".join(
-                f"{x:,}: {next(p.value for p in chosen if p.x == x and p.contender == contender):,.1f}"
-                for x in xs if any(p.x == x and p.contender == contender for p in chosen))
-            for contender in dict.fromkeys(point.contender for point in chosen))
+        chosen = [point for point in points if point.sweep == sweep]
+        parts = []
+        for contender in dict.fromkeys(point.contender for point in chosen):
+            values = ", ".join(f"{point.x:,}: {point.value:,.1f}"
+                               for point in chosen if point.contender == contender)
+            parts.append(f"{contender}: {values}")
+        yield f"{sweep} ({unit}): " + "; ".join(parts)
 
 
 def _operation_order(operation: str) -> int:
