@@ -51,7 +51,7 @@ def test_every_contender_has_a_row_or_a_reason(tmp_path: Path) -> None:
     assert {row["operation"] for row in result["rows"]} >= set(OPERATIONS) | {"clone bits"}
     assert {point["sweep"] for point in result["sweeps"]} == {
         "read vs live containers", "switch vs live containers", "memory vs live containers",
-        "read vs declared variables"}
+        "read vs declared variables", "switch vs declared variables"}
     percontainer_read = [row for row in result["rows"]
                          if row["operation"] == "read" and row["contender"] == "percontainer"]
     assert percontainer_read[0]["value"] > 0

@@ -209,10 +209,12 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
                      for i in range(declared)]
         container = pc.Container()
         container.run(variables[-1].set, 1)
-        case = Case("v.get()", {"v": variables[-1]}, around=container.run)
-        value = interleaved_medians({"last": case}, settings.number("read"), settings.repeats,
-                                    overhead)["last"]
-        points.append(Point("read vs declared variables", "percontainer", declared, value))
+        cases = {"read": Case("v.get()", {"v": variables[-1]}, around=container.run),
+                 "switch": Case("with c: pass", {"c": container})}
+        for what, value in interleaved_medians(cases, settings.number("switch"),
+                                               settings.repeats, overhead).items():
+            points.append(Point(f"{what} vs declared variables", "percontainer", declared,
+                                value))
         container.close()
         del variables
     return points
