@@ -39,7 +39,8 @@ def test_values_survive_every_touch_order(pc: ModuleType, name: str, order: str)
         for i in range(COUNT):
             expected = ("again", i) if i in set(indexes[::3]) else ("value", i)
             assert variables[i].of(c) == expected
-        assert pc.host.run(variables[0].get) is None  # nothing leaked into the host
+        if pc.ENABLED:
+            assert pc.host.run(variables[0].get) is None  # nothing leaked into the host
     finally:
         c.close()
 
