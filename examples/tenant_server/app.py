@@ -1,0 +1,49 @@
+"""The ASGI server: `python -m uvicorn examples.tenant_server.app:app` (one tenant per Host).
+
+`plain_app` is the same app without the middleware: every request then lands in the host
+(used to measure what the middleware costs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from percontainer import current
+from percontainer.asgi import TenantMiddleware
+
+from .state import hit
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/stream":  # a streaming body: every chunk says whose it is
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        for part in range(3):
+            await asyncio.sleep(0)  # other requests run here
+            await send({"type": "http.response.body", "more_body": part < 2,
+                        "body": f"{current().name}:{part}\n".encode()})
+        return
+    payload = json.dumps(hit(scope["path"], scope["method"], await _body(receive))).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+app = TenantMiddleware(plain_app)

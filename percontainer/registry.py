@@ -1,0 +1,192 @@
+"""TenantRegistry: one container per tenant key, made on demand, evicted when idle.
+
+A request uses its tenant through `with registry.use(key) as container:`, which finds or makes
+the container, pins it (an evicted tenant is one with no request in flight) and enters it.
+Eviction closes the container, so its exit hooks run; a later request for the same key gets a
+fresh container. All of it is thread-safe and safe under asyncio (the lock is never held
+while user code runs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._core import Container, current
+from ._errors import ContainerClosedError, ContainerError
+
+__all__ = ["TenantRegistry", "UnknownTenantError"]
+
+
+class UnknownTenantError(LookupError):
+    """The key names no tenant, and the registry does not create tenants on demand."""
+
+
+class _Entry:
+    __slots__ = ("container", "in_flight", "last_used")
+
+    def __init__(self, container: Container, now: float) -> None:
+        self.container = container
+        self.in_flight = 0
+        self.last_used = now
+
+
+class TenantRegistry:
+    """Find or create one container per tenant key, thread-safely.
+
+    auto_create: make a container for an unknown key (else UnknownTenantError).
+    max_tenants: keep at most this many; the least recently used idle tenant is closed to
+        make room (tenants with a request in flight are never evicted, so the count may run
+        over while all are busy).
+    idle_timeout: close tenants unused for this many seconds (checked on each use and by
+        evict_idle()).
+    parent, share: passed to Container() for each tenant; parent defaults to the container
+        current when the registry is made.
+    """
+
+    def __init__(self, *, auto_create: bool = True, max_tenants: int | None = None,
+                 idle_timeout: float | None = None, parent: Container | None = None,
+                 share: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_tenants is not None and (not isinstance(max_tenants, int) or max_tenants < 1):
+            raise ValueError(f"max_tenants must be a positive int or None, not {max_tenants!r}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be a positive number or None, not {idle_timeout!r}")
+        self.auto_create = auto_create
+        self.max_tenants = max_tenants
+        self.idle_timeout = idle_timeout
+        self._parent = parent if parent is not None else current()
+        self._share = share
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def keys(self) -> list[str]:
+        """Return the keys of the live tenants, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
+    def get(self, key: str) -> Container:
+        """Return the tenant's container, creating it if allowed (it is not pinned)."""
+        container = self.pin(key)
+        self.unpin(key, container)
+        return container
+
+    def create(self, key: str) -> Container:
+        """Make the tenant's container now (even when auto_create is off); return it."""
+        container = self.pin(key, create=True)
+        self.unpin(key, container)
+        return container
+
+    @contextmanager
+    def use(self, key: str) -> Iterator[Container]:
+        """Find or make the tenant, pin it against eviction, and run the block inside it."""
+        while True:
+            container = self.pin(key)
+            try:
+                container.__enter__()
+            except ContainerClosedError:
+                self.unpin(key, container)
+                continue  # evict(key) closed it between lookup and entry: take a new one
+            try:
+                yield container
+            finally:
+                try:
+                    container.__exit__(None, None, None)
+                finally:
+                    self.unpin(key, container)
+            return
+
+    def pin(self, key: str, *, create: bool | None = None) -> Container:
+        """Find or make the tenant and count one more user of it (never evicted while used).
+
+        Every pin() needs its unpin(key, container). create: make the tenant if unknown (default: the
+        registry's auto_create); raises UnknownTenantError otherwise."""
+        if not isinstance(key, str):
+            raise TypeError(f"a tenant key is a str, not {type(key).__name__}")
+        evicted: list[Container] = []
+        try:
+            with self._lock:
+                if self._closed:
+                    raise ContainerError("the tenant registry is closed")
+                now = self._clock()
+                entry = self._entries.get(key)
+                if entry is None:
+                    if not (self.auto_create if create is None else create):
+                        raise UnknownTenantError(f"unknown tenant {key!r}")
+                    entry = _Entry(self._make(key), now)
+                    self._entries[key] = entry
+                entry.in_flight += 1
+                entry.last_used = now
+                self._entries.move_to_end(key)
+                evicted = self._choose_evictions(now)
+                return entry.container
+        finally:
+            for container in evicted:  # closing runs exit hooks: never under the lock
+                container.close()
+
+    def unpin(self, key: str, container: Container) -> None:
+        """Count one user fewer of the tenant's container that pin() returned."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.container is container and entry.in_flight > 0:
+                entry.in_flight -= 1
+                entry.last_used = self._clock()
+
+    def _make(self, key: str) -> Container:
+        return Container(key, parent=self._parent, share=self._share)
+
+    def _choose_evictions(self, now: float) -> list[Container]:
+        """Unlink the tenants to close (locked); the caller closes them after unlocking."""
+        chosen: list[str] = []
+        idle = [key for key, entry in self._entries.items() if entry.in_flight == 0]
+        if self.idle_timeout is not None:
+            chosen += [key for key in idle
+                       if now - self._entries[key].last_used >= self.idle_timeout]
+        if self.max_tenants is not None:
+            excess = len(self._entries) - len(chosen) - self.max_tenants
+            chosen += [key for key in idle if key not in chosen][:max(excess, 0)]
+        return [self._entries.pop(key).container for key in chosen]
+
+    def evict_idle(self) -> int:
+        """Close the tenants idle past idle_timeout (or over max_tenants); return how many."""
+        with self._lock:
+            evicted = self._choose_evictions(self._clock())
+        for container in evicted:
+            container.close()
+        return len(evicted)
+
+    def evict(self, key: str) -> bool:
+        """Close one tenant now (requests in flight finish inside it); return if it existed."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        entry.container.close()
+        return True
+
+    def close(self) -> None:
+        """Close every tenant; the registry refuses further use. Idempotent."""
+        with self._lock:
+            self._closed = True
+            entries = list(self._entries.values())
+            self._entries.clear()
+        for entry in entries:
+            entry.container.close()
+
+    def __enter__(self) -> TenantRegistry:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
