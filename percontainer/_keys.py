@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["normalize_host", "plain_reject", "prefix_of"]
@@ -10,6 +11,7 @@ __all__ = ["normalize_host", "plain_reject", "prefix_of"]
 _HOST = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)(?::[0-9]{1,5})?")
 
+@functools.lru_cache(maxsize=4096)  # a server sees the same few Host values over and over
 def normalize_host(value: str | None) -> str | None:
     """Return the tenant key of a Host header (the name, lower-cased, without the port), or
     None if the header is missing or malformed."""

@@ -148,15 +148,26 @@ class TenantRegistry:
         return Container(key, parent=self._parent, share=self._share)
 
     def _choose_evictions(self, now: float) -> list[Container]:
-        """Unlink the tenants to close (locked); the caller closes them after unlocking."""
+        """Unlink the tenants to close (locked); the caller closes them after unlocking.
+
+        The entries are in order of last use, so both checks stop at the first tenant that
+        must stay: a request costs O(1) here, not a walk over every tenant."""
         chosen: list[str] = []
-        idle = [key for key, entry in self._entries.items() if entry.in_flight == 0]
         if self.idle_timeout is not None:
-            chosen += [key for key in idle
-                       if now - self._entries[key].last_used >= self.idle_timeout]
+            for key, entry in self._entries.items():
+                if now - entry.last_used < self.idle_timeout:
+                    break
+                if entry.in_flight == 0:
+                    chosen.append(key)
         if self.max_tenants is not None:
             excess = len(self._entries) - len(chosen) - self.max_tenants
-            chosen += [key for key in idle if key not in chosen][:max(excess, 0)]
+            if excess > 0:
+                for key, entry in self._entries.items():
+                    if excess == 0:
+                        break
+                    if entry.in_flight == 0 and key not in chosen:
+                        chosen.append(key)
+                        excess -= 1
         return [self._entries.pop(key).container for key in chosen]
 
     def evict_idle(self) -> int:

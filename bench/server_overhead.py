@@ -1,0 +1,151 @@
+"""What the tenant middleware costs the example server, with and without it, side by side.
+
+1. In process: the ASGI app called directly with real scope/receive/send callables, through
+   TenantMiddleware (100 tenants, by Host) and without it, interleaved repeats, median.
+2. Over the network: the example server started for real (uvicorn for ASGI, the threaded
+   wsgiref server for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
+   100 tenants by Host header), with and without the middleware in alternating rounds;
+   requests/s as the median of the rounds.
+
+Run:  python bench/server_overhead.py [--rounds N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from examples.tenant_server import app as asgi_example  # noqa: E402  # after the path setup
+
+TENANTS = 100
+WRK_SCRIPT = """
+local i = 0
+request = function()
+  i = (i + 1) %% %d
+  wrk.headers["Host"] = "tenant" .. i .. ".example"
+  return wrk.format("GET", "/hit")
+end
+""" % TENANTS
+
+
+def in_process(requests: int, repeats: int) -> dict[str, float]:
+    """Return microseconds per request through each app, called directly."""
+
+    async def call(app: Any, host: bytes) -> None:
+        scope = {"type": "http", "method": "GET", "path": "/hit", "headers": [(b"host", host)],
+                 "query_string": b"", "http_version": "1.1"}
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        await app(scope, receive, send)
+
+    hosts = [f"tenant{i}.example".encode() for i in range(TENANTS)]
+
+    async def run(app: Any) -> float:
+        started = time.perf_counter()
+        for i in range(requests):
+            await call(app, hosts[i % TENANTS])
+        return (time.perf_counter() - started) / requests * 1e6
+
+    apps = {"with middleware": asgi_example.app, "without": asgi_example.plain_app}
+    samples: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(repeats):
+        for name, app in apps.items():
+            samples[name].append(asyncio.run(run(app)))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def served_rps(kind: str, plain: bool, seconds: float, script: str) -> float:
+    """Start the example server, load it with wrk for `seconds`, return requests/s."""
+    port = free_port()
+    command = [sys.executable, "-m", "examples.tenant_server", kind, "--port", str(port)]
+    if plain:
+        command.append("--plain")
+    server = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        done = subprocess.run(
+            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script, f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True, check=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+    errors = [line for line in done.stdout.splitlines()
+              if "Non-2xx" in line or "Socket errors" in line]
+    if errors:
+        raise RuntimeError(f"wrk saw errors against {kind}: {errors}")
+    for line in done.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no Requests/sec in wrk's output: {done.stdout}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    import percontainer
+
+    print(f"percontainer {percontainer.IMPLEMENTATION} core, Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs\n")
+    micro = in_process(5_000, 9)
+    ratio = micro["with middleware"] / micro["without"]
+    print("| example app, in process | per request | overhead |")
+    print("|---|---:|---:|")
+    print(f"| ASGI, without middleware | {micro['without']:.2f} us | |")
+    print(f"| ASGI, with TenantMiddleware | {micro['with middleware']:.2f} us | "
+          f"{(ratio - 1) * 100:+.1f}% |")
+    if shutil.which("wrk") is None:
+        print("\nwrk is not installed (apt-get install wrk): no served figures")
+        return 0
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    print("\n| example server, wrk, 64 connections | requests/s (median) | overhead |")
+    print("|---|---:|---:|")
+    try:
+        for kind in ("asgi", "wsgi"):
+            rounds: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.rounds):
+                for plain in (True, False):
+                    rounds[plain].append(served_rps(kind, plain, args.seconds, script.name))
+            without, with_ = statistics.median(rounds[True]), statistics.median(rounds[False])
+            print(f"| {kind.upper()}, without middleware | {without:,.0f} | |")
+            print(f"| {kind.upper()}, with TenantMiddleware | {with_:,.0f} | "
+                  f"{(without / with_ - 1) * 100:+.1f}% |")
+    finally:
+        os.unlink(script.name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
