@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._core import Container, current
-from ._errors import ContainerClosedError, ContainerError
+from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
 
@@ -64,6 +64,7 @@ class TenantRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._draining: dict[Container, _Entry] = {}  # evicted while requests were in flight
         self._closed = False
 
     def __len__(self) -> int:
@@ -133,16 +134,27 @@ class TenantRegistry:
                 evicted = self._choose_evictions(now)
                 return entry.container
         finally:
-            for container in evicted:  # closing runs exit hooks: never under the lock
-                container.close()
+            # Evicted on behalf of this request, not by it: a failing exit hook is reported,
+            # and neither stops the other evictions nor fails the request.
+            _close_all(evicted, raise_first=False)
 
     def unpin(self, key: str, container: Container) -> None:
         """Count one user fewer of the tenant's container that pin() returned."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.container is container and entry.in_flight > 0:
+            if entry is not None and entry.container is container:
                 entry.in_flight -= 1
                 entry.last_used = self._clock()
+                return
+            entry = self._draining.get(container)
+            if entry is None:
+                return
+            entry.in_flight -= 1
+            if entry.in_flight > 0:
+                return
+            del self._draining[container]
+        # The last request of a tenant evicted while it was busy: close it now.
+        _close_all([container], raise_first=False)
 
     def _make(self, key: str) -> Container:
         return Container(key, parent=self._parent, share=self._share)
@@ -171,33 +183,55 @@ class TenantRegistry:
         return [self._entries.pop(key).container for key in chosen]
 
     def evict_idle(self) -> int:
-        """Close the tenants idle past idle_timeout (or over max_tenants); return how many."""
+        """Close the tenants idle past idle_timeout (or over max_tenants); return how many.
+
+        Every one is closed even if an exit hook fails; then the first failure is raised."""
         with self._lock:
             evicted = self._choose_evictions(self._clock())
-        for container in evicted:
-            container.close()
+        _close_all(evicted, raise_first=True)
         return len(evicted)
 
     def evict(self, key: str) -> bool:
-        """Close one tenant now (requests in flight finish inside it); return if it existed."""
+        """Forget one tenant: the next request for key gets a fresh container. The old one is
+        closed now if idle, else when its last request in flight ends (a streaming response
+        included). Return whether the key was known."""
         with self._lock:
             entry = self._entries.pop(key, None)
-        if entry is None:
-            return False
+            if entry is None:
+                return False
+            if entry.in_flight > 0:
+                self._draining[entry.container] = entry
+                return True
         entry.container.close()
         return True
 
     def close(self) -> None:
-        """Close every tenant; the registry refuses further use. Idempotent."""
+        """Close every tenant now (requests still inside finish first, as close() defers
+        teardown for them); the registry refuses further use. Idempotent."""
         with self._lock:
             self._closed = True
-            entries = list(self._entries.values())
+            containers = [entry.container for entry in self._entries.values()]
+            containers += list(self._draining)
             self._entries.clear()
-        for entry in entries:
-            entry.container.close()
+            self._draining.clear()
+        _close_all(containers, raise_first=True)
 
     def __enter__(self) -> TenantRegistry:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _close_all(containers: list[Container], *, raise_first: bool) -> None:
+    """Close every container; then raise the first error, or report each (unraisablehook)."""
+    errors: list[BaseException] = []
+    for container in containers:
+        try:
+            container.close()
+        except Exception as error:  # noqa: BLE001  # the others must close all the same
+            errors.append(error)
+    if errors and raise_first:
+        raise errors[0]
+    for failure in errors:
+        report_unraisable("Exception closing an evicted tenant", failure, None)
