@@ -4,17 +4,20 @@
   (exit hooks run, values are dropped).
 - `@pytest.mark.percontainer` on a test, class or module (`pytestmark`), or
   `percontainer_isolate = true` in the ini file for the whole suite, does the same for every
-  test concerned without asking for the fixture: setup, call and teardown all run inside the
-  test's own container, so nothing a test writes to a PerContainer is seen by the next.
+  test concerned without asking for the fixture: the test's container is entered before its
+  setup and left after its teardown, so its function-scoped fixtures run inside it too, and
+  nothing a test writes to a PerContainer is seen by the next. Fixtures of a wider scope
+  (class, module, session) are set up in the host, so what they make outlives the test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from ._core import Container
+from ._core import Container, current, host
 
 __all__ = ["container"]
 
@@ -38,40 +41,47 @@ def _isolated(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    if not _isolated(item):
-        return (yield)
-    container = Container(f"test:{item.nodeid}")
-    item.stash[_KEY] = container
-    with container:
-        return (yield)
+    if _isolated(item):
+        fresh = Container(f"test:{item.nodeid}", parent=host)
+        fresh.__enter__()  # left in pytest_runtest_teardown: setup, call, teardown inside
+        item.stash[_KEY] = fresh
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    container = item.stash.get(_KEY, None)
-    if container is None:
-        return (yield)
-    with container:
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
-    container = item.stash.get(_KEY, None)
-    if container is None:
-        return (yield)
+def pytest_runtest_teardown(item: pytest.Item,
+                            nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    isolating = item.stash.get(_KEY, None)
     try:
-        with container:
-            return (yield)
+        return (yield)
     finally:
-        del item.stash[_KEY]
-        container.close()
+        if isolating is not None:
+            del item.stash[_KEY]
+            try:
+                isolating.__exit__(None, None, None)
+            finally:
+                isolating.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any],
+                         request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    """Set up fixtures of a wider scope than the test in the host, not the test's container."""
+    if fixturedef.scope == "function" or current() is host:
+        return (yield)
+    with host:
+        return (yield)
 
 
 @pytest.fixture
 def container(request: pytest.FixtureRequest) -> Iterator[Container]:
-    """A fresh container, current for the test, closed after it."""
-    fresh = Container(f"fixture:{request.node.nodeid}")
+    """A fresh container, current for the test, closed after it (under isolation: the
+    test's own container)."""
+    isolating = request.node.stash.get(_KEY, None)
+    if isolating is not None:
+        yield isolating
+        return
+    fresh = Container(f"fixture:{request.node.nodeid}", parent=host)
     try:
         with fresh:
             yield fresh

@@ -143,11 +143,13 @@ class TenantRegistry:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry.container is container:
-                entry.in_flight -= 1
+                if entry.in_flight > 0:
+                    entry.in_flight -= 1
                 entry.last_used = self._clock()
+                self._entries.move_to_end(key)  # kept in order of last use, pin or unpin
                 return
             entry = self._draining.get(container)
-            if entry is None:
+            if entry is None or entry.in_flight == 0:
                 return
             entry.in_flight -= 1
             if entry.in_flight > 0:
@@ -162,8 +164,9 @@ class TenantRegistry:
     def _choose_evictions(self, now: float) -> list[Container]:
         """Unlink the tenants to close (locked); the caller closes them after unlocking.
 
-        The entries are in order of last use, so both checks stop at the first tenant that
-        must stay: a request costs O(1) here, not a walk over every tenant."""
+        The entries are in order of last use (pin() and unpin() both move a tenant to the
+        end), so the idle check stops at the first tenant used within idle_timeout: a
+        request costs O(1) here, not a walk over every tenant."""
         chosen: list[str] = []
         if self.idle_timeout is not None:
             for key, entry in self._entries.items():
