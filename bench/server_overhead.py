@@ -78,12 +78,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def served_rps(kind: str, plain: bool, seconds: float, script: str) -> float:
+def served_rps(kind: str, variant: str, seconds: float, script: str) -> float:
     """Start the example server, load it with wrk for `seconds`, return requests/s."""
     port = free_port()
     command = [sys.executable, "-m", "examples.tenant_server", kind, "--port", str(port)]
-    if plain:
-        command.append("--plain")
+    if variant != "tenant":
+        command.append(f"--{variant}")
     server = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -134,14 +134,19 @@ def main() -> int:
     print("|---|---:|---:|")
     try:
         for kind in ("asgi", "wsgi"):
-            rounds: dict[bool, list[float]] = {True: [], False: []}
+            variants = ["plain", "contextvar", "tenant"] if kind == "asgi" else ["plain", "tenant"]
+            rounds: dict[str, list[float]] = {variant: [] for variant in variants}
             for _ in range(args.rounds):
-                for plain in (True, False):
-                    rounds[plain].append(served_rps(kind, plain, args.seconds, script.name))
-            without, with_ = statistics.median(rounds[True]), statistics.median(rounds[False])
-            print(f"| {kind.upper()}, without middleware | {without:,.0f} | |")
-            print(f"| {kind.upper()}, with TenantMiddleware | {with_:,.0f} | "
-                  f"{(without / with_ - 1) * 100:+.1f}% |")
+                for variant in variants:
+                    rounds[variant].append(served_rps(kind, variant, args.seconds, script.name))
+            without = statistics.median(rounds["plain"])
+            labels = {"plain": "without middleware",
+                      "contextvar": "a bare ContextVar set/reset per request",
+                      "tenant": "with TenantMiddleware"}
+            for variant in variants:
+                rps = statistics.median(rounds[variant])
+                overhead = "" if variant == "plain" else f"{(without / rps - 1) * 100:+.1f}%"
+                print(f"| {kind.upper()}, {labels[variant]} | {rps:,.0f} | {overhead} |")
     finally:
         os.unlink(script.name)
     return 0

@@ -11,6 +11,7 @@ another tenant's container.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -32,14 +33,22 @@ RejectFunction = Callable[[int, str], "tuple[int, list[tuple[str, str]], bytes]"
 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
-        if key.lower() == name:
+        if key == name or key.lower() == name:  # ASGI servers send lower-case names
             return bytes(value).decode("latin-1")
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a server sees the same few Host values over and over
+def _host_from_bytes(value: bytes) -> str | None:
+    return normalize_host(value.decode("latin-1"))
+
+
 def host_key(scope: Scope) -> str | None:
     """The tenant is the Host header's name (lower-cased, port dropped); None if malformed."""
-    return normalize_host(_header(scope, b"host"))
+    for key, value in scope.get("headers", ()):
+        if key == b"host" or key.lower() == b"host":
+            return _host_from_bytes(bytes(value))
+    return None
 
 
 def path_prefix_key(scope: Scope) -> str | None:

@@ -131,7 +131,8 @@ class TenantRegistry:
                 entry.in_flight += 1
                 entry.last_used = now
                 self._entries.move_to_end(key)
-                evicted = self._choose_evictions(now)
+                if self.idle_timeout is not None or self.max_tenants is not None:
+                    evicted = self._choose_evictions(now)
                 return entry.container
         finally:
             # Evicted on behalf of this request, not by it: a failing exit hook is reported,

@@ -25,11 +25,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--plain", action="store_true", help="without the tenant middleware")
+    parser.add_argument("--contextvar", action="store_true",
+                        help="ASGI without the middleware, a bare ContextVar set per request")
     args = parser.parse_args()
     if args.kind == "asgi":
         import uvicorn
 
-        target = "examples.tenant_server.app:" + ("plain_app" if args.plain else "app")
+        name = "contextvar_app" if args.contextvar else "plain_app" if args.plain else "app"
+        target = f"examples.tenant_server.app:{name}"
         uvicorn.run(target, host=args.host, port=args.port, log_level="warning")
         return
     from . import wsgi_app

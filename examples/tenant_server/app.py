@@ -1,12 +1,14 @@
 """The ASGI server: `python -m uvicorn examples.tenant_server.app:app` (one tenant per Host).
 
-`plain_app` is the same app without the middleware: every request then lands in the host
-(used to measure what the middleware costs).
+`plain_app` is the same app without the middleware: every request then lands in the host;
+`contextvar_app` sets and resets one bare ContextVar around it (both used to measure what the
+middleware costs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from typing import Any
 
@@ -47,3 +49,15 @@ async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 app = TenantMiddleware(plain_app)
+
+_request_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("request_tenant")
+
+
+async def contextvar_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The plain app with a bare ContextVar set and reset around each request: what any
+    contextvars-based way of tracking the tenant pays, for comparison."""
+    token = _request_tenant.set("tenant")
+    try:
+        await plain_app(scope, receive, send)
+    finally:
+        _request_tenant.reset(token)
