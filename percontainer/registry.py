@@ -57,8 +57,8 @@ class TenantRegistry:
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be a positive number or None, not {idle_timeout!r}")
         self.auto_create = auto_create
-        self.max_tenants = max_tenants
-        self.idle_timeout = idle_timeout
+        self._max_tenants = max_tenants
+        self._idle_timeout = idle_timeout
         self._parent = parent if parent is not None else current()
         self._share = share
         self._clock = clock
@@ -66,6 +66,17 @@ class TenantRegistry:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._draining: dict[Container, _Entry] = {}  # evicted while requests were in flight
         self._closed = False
+        self._evicts = max_tenants is not None or idle_timeout is not None
+
+    @property
+    def max_tenants(self) -> int | None:
+        """The most tenants kept (idle ones beyond it are closed), or None."""
+        return self._max_tenants
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds after which an idle tenant is closed, or None."""
+        return self._idle_timeout
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -121,17 +132,16 @@ class TenantRegistry:
             with self._lock:
                 if self._closed:
                     raise ContainerError("the tenant registry is closed")
-                now = self._clock()
                 entry = self._entries.get(key)
                 if entry is None:
                     if not (self.auto_create if create is None else create):
                         raise UnknownTenantError(f"unknown tenant {key!r}")
-                    entry = _Entry(self._make(key), now)
+                    entry = _Entry(self._make(key), 0.0)
                     self._entries[key] = entry
                 entry.in_flight += 1
-                entry.last_used = now
-                self._entries.move_to_end(key)
-                if self.idle_timeout is not None or self.max_tenants is not None:
+                if self._evicts:  # order and times matter only to eviction
+                    entry.last_used = now = self._clock()
+                    self._entries.move_to_end(key)
                     evicted = self._choose_evictions(now)
                 return entry.container
         finally:
@@ -146,8 +156,9 @@ class TenantRegistry:
             if entry is not None and entry.container is container:
                 if entry.in_flight > 0:
                     entry.in_flight -= 1
-                entry.last_used = self._clock()
-                self._entries.move_to_end(key)  # kept in order of last use, pin or unpin
+                if self._evicts:
+                    entry.last_used = self._clock()
+                    self._entries.move_to_end(key)  # kept in order of last use, pin or unpin
                 return
             entry = self._draining.get(container)
             if entry is None or entry.in_flight == 0:
