@@ -4,8 +4,9 @@
    TenantMiddleware (100 tenants, by Host) and without it, interleaved repeats, median.
 2. Over the network: the example server started for real (uvicorn for ASGI, the threaded
    wsgiref server for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
-   100 tenants by Host header), with and without the middleware in alternating rounds;
-   requests/s as the median of the rounds.
+   100 tenants by Host header), with and without the middleware in alternating rounds:
+   requests/s, and the server process's CPU time per request during the load (from /proc),
+   which the client sharing the machine does not blur; medians of the rounds.
 
 Run:  python bench/server_overhead.py [--rounds N] [--seconds S]
 """
@@ -78,8 +79,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def served_rps(kind: str, variant: str, seconds: float, script: str) -> float:
-    """Start the example server, load it with wrk for `seconds`, return requests/s."""
+def cpu_seconds(pid: int) -> float:
+    """Return the user + system CPU time a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float, float]:
+    """Start the example server, load it with wrk for `seconds`; return requests/s and the
+    server's CPU microseconds per request during the load (startup excluded)."""
     port = free_port()
     command = [sys.executable, "-m", "examples.tenant_server", kind, "--port", str(port)]
     if variant != "tenant":
@@ -93,20 +101,21 @@ def served_rps(kind: str, variant: str, seconds: float, script: str) -> float:
                 break
             except OSError:
                 time.sleep(0.05)
+        cpu_before = cpu_seconds(server.pid)
         done = subprocess.run(
-            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script, f"http://127.0.0.1:{port}/"],
-            capture_output=True, text=True, check=True)
+            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script,
+             f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True)
+        cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         server.terminate()
         server.wait(10)
-    errors = [line for line in done.stdout.splitlines()
-              if "Non-2xx" in line or "Socket errors" in line]
+    lines = done.stdout.splitlines()
+    errors = [line for line in lines if "Non-2xx" in line or "Socket errors" in line]
     if errors:
         raise RuntimeError(f"wrk saw errors against {kind}: {errors}")
-    for line in done.stdout.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    raise RuntimeError(f"no Requests/sec in wrk's output: {done.stdout}")
+    requests = next(int(line.split()[0]) for line in lines if " requests in " in line)
+    rps = next(float(line.split()[1]) for line in lines if line.startswith("Requests/sec:"))
+    return rps, cpu / requests * 1e6
 
 
 def main() -> int:
@@ -130,23 +139,26 @@ def main() -> int:
         return 0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
-    print("\n| example server, wrk, 64 connections | requests/s (median) | overhead |")
-    print("|---|---:|---:|")
+    print("\n| example server, wrk, 64 connections | requests/s | server CPU per request "
+          "| overhead (CPU) |")
+    print("|---|---:|---:|---:|")
     try:
         for kind in ("asgi", "wsgi"):
             variants = ["plain", "contextvar", "tenant"] if kind == "asgi" else ["plain", "tenant"]
-            rounds: dict[str, list[float]] = {variant: [] for variant in variants}
+            rounds: dict[str, list[tuple[float, float]]] = {variant: [] for variant in variants}
             for _ in range(args.rounds):
                 for variant in variants:
-                    rounds[variant].append(served_rps(kind, variant, args.seconds, script.name))
-            without = statistics.median(rounds["plain"])
+                    rounds[variant].append(served(kind, variant, args.seconds, script.name))
+            base_cpu = statistics.median(cpu for _, cpu in rounds["plain"])
             labels = {"plain": "without middleware",
                       "contextvar": "a bare ContextVar set/reset per request",
                       "tenant": "with TenantMiddleware"}
             for variant in variants:
-                rps = statistics.median(rounds[variant])
-                overhead = "" if variant == "plain" else f"{(without / rps - 1) * 100:+.1f}%"
-                print(f"| {kind.upper()}, {labels[variant]} | {rps:,.0f} | {overhead} |")
+                rps = statistics.median(rate for rate, _ in rounds[variant])
+                cpu = statistics.median(cpu for _, cpu in rounds[variant])
+                overhead = "" if variant == "plain" else f"{(cpu / base_cpu - 1) * 100:+.1f}%"
+                print(f"| {kind.upper()}, {labels[variant]} | {rps:,.0f} | {cpu:.1f} us "
+                      f"| {overhead} |")
     finally:
         os.unlink(script.name)
     return 0
