@@ -17,8 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from .contenders import FIELDS, OPERATIONS, Contender, NotApplicable, all_contenders, struct_class
-from .timing import Case, interleaved_medians, loop_overhead, traced_bytes
+from .contenders import (
+    FIELDS, OPERATIONS, Contender, NotApplicable, PerContainerContender, StructContender,
+    all_contenders, struct_class,
+)
+from .timing import Case, interleaved_medians, loop_overhead
 
 __all__ = ["Settings", "main_bench"]
 
@@ -195,14 +198,14 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
         for container in made:
             container.close()
     values = [object() for _ in range(FIELDS)]
+    ours, theirs = _contender_for(pc), StructContender("contextvar")
     for count in settings.sweep_points:
         if count < 100:
             continue  # too few to divide tracemalloc's bookkeeping away
         progress.step(f"sweep: memory of {count:,} containers")
-        ours = _memory(pc, count, values)
-        theirs = traced_bytes(lambda: _structs(tenant_cls, count, values))[0] / count
-        points.append(Point("memory vs live containers", "percontainer", count, ours))
-        points.append(Point("memory vs live containers", "globals-in-structs", count, theirs))
+        for name, measured in (("percontainer", ours), ("globals-in-structs", theirs)):
+            points.append(Point("memory vs live containers", name, count,
+                                measured.memory_per_tenant(count, values)))
     for declared in settings.declared_points:
         progress.step(f"sweep: {declared:,} declared variables")
         variables = [pc.PerContainer(f"percontainer.bench.declared.{i}", default=0)
@@ -220,34 +223,10 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
     return points
 
 
-def _memory(pc: Any, count: int, values: list[Any]) -> float:
-    variables = [pc.PerContainer(f"percontainer.bench.memory.f{i}", default=None)
-                 for i in range(FIELDS)]
-
-    def build() -> list[Any]:
-        made = []
-        for _ in range(count):
-            container = pc.Container()
-            with container:
-                for variable, value in zip(variables, values):
-                    variable.set(value)
-            made.append(container)
-        return made
-
-    used, made = traced_bytes(build)
-    for container in made:
-        container.close()
-    return used / count
-
-
-def _structs(cls: type, count: int, values: list[Any]) -> list[Any]:
-    made = []
-    for _ in range(count):
-        tenant = cls()
-        for i, value in enumerate(values):
-            setattr(tenant, f"f{i}", value)
-        made.append(tenant)
-    return made
+def _contender_for(pc: Any) -> PerContainerContender:
+    contender = PerContainerContender("percontainer", pc.__name__)
+    contender._module = pc
+    return contender
 
 
 def disabled_rows(settings: Settings) -> list[Row]:
