@@ -154,7 +154,7 @@ def scale_rows(pc: ModuleType, repeats: int, containers: int = 10_000,
     for container in many:
         container.close()
     one.close()
-    del many, many_vars, last
+    del many, many_vars
     rows.append(sparse_memory_row(pc, containers))
     return rows
 
