@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._core import host
-from ._errors import ContainerClosedError
 from ._keys import normalize_host, plain_reject, prefix_of
 from .registry import TenantRegistry, UnknownTenantError
 
@@ -87,25 +86,19 @@ class TenantMiddleware:
         if tenant is None:
             await self._reject(scope, send, 400, "missing or malformed tenant")
             return
-        while True:
-            try:
-                container = self.registry.pin(tenant)
-            except UnknownTenantError:
-                await self._reject(scope, send, 404, f"unknown tenant {tenant!r}")
-                return
-            try:
-                container.__enter__()
-            except ContainerClosedError:  # evicted between lookup and entry: a fresh one
-                self.registry.unpin(tenant, container)
-                continue
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                try:
-                    container.__exit__(None, None, None)
-                finally:
-                    self.registry.unpin(tenant, container)
+        registry = self.registry
+        try:
+            container = registry.pin(tenant)
+        except UnknownTenantError:
+            await self._reject(scope, send, 404, f"unknown tenant {tenant!r}")
             return
+        try:
+            # A pinned tenant is never closed by eviction (evict() waits for its last
+            # request), so entering can only fail once registry.close() has run.
+            with container:
+                await self.app(scope, receive, send)
+        finally:
+            registry.unpin(tenant, container)
 
     async def _reject(self, scope: Scope, send: Send, status: int, reason: str) -> None:
         if scope["type"] == "websocket":

@@ -147,7 +147,8 @@ class TenantRegistry:
         finally:
             # Evicted on behalf of this request, not by it: a failing exit hook is reported,
             # and neither stops the other evictions nor fails the request.
-            _close_all(evicted, raise_first=False)
+            if evicted:
+                _close_all(evicted, raise_first=False)
 
     def unpin(self, key: str, container: Container) -> None:
         """Count one user fewer of the tenant's container that pin() returned."""
