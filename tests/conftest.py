@@ -74,3 +74,34 @@ def new(pc: ModuleType) -> Iterator[Callable[..., Any]]:
     for container in reversed(made):
         if not container.closed:
             container.close()
+
+
+@pytest.fixture
+def no_leftover_containers() -> Iterator[None]:
+    """For tests of the top-level package: fail if a test leaves a container open or entered."""
+    import percontainer
+
+    before = set(percontainer.containers())
+    yield
+    assert percontainer.current() is percontainer.host, "a test left a container entered"
+    leftover = [c for c in percontainer.containers() if c not in before]
+    for container in leftover:
+        container.close()
+    assert not leftover, f"a test left containers open: {leftover}"
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Any]]:
+    """`make(...)` is TenantRegistry(...), closed at teardown."""
+    from percontainer.registry import TenantRegistry
+
+    made: list[TenantRegistry] = []
+
+    def factory(**kwargs: Any) -> TenantRegistry:
+        registry = TenantRegistry(**kwargs)
+        made.append(registry)
+        return registry
+
+    yield factory
+    for registry in made:
+        registry.close()

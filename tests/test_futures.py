@@ -23,15 +23,7 @@ enabled_only = pytest.mark.skipif(
 WORKERS = 2
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_containers() -> Iterator[None]:
-    before = set(percontainer.containers())
-    yield
-    assert current() is host, "a test left a container entered"
-    leftover = [c for c in percontainer.containers() if c not in before]
-    for container in leftover:
-        container.close()
-    assert not leftover, f"a test left containers open: {leftover}"
+pytestmark = pytest.mark.usefixtures("no_leftover_containers")
 
 
 @pytest.fixture

@@ -24,29 +24,9 @@ enabled_only = pytest.mark.skipif(
     not ENABLED, reason="asserts isolation; PERCONTAINER_DISABLE=1 is set")
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_containers() -> Iterator[None]:
-    before = set(percontainer.containers())
-    yield
-    assert current() is host, "a test left a container entered"
-    leftover = [c for c in percontainer.containers() if c not in before]
-    for container in leftover:
-        container.close()
-    assert not leftover, f"a test left containers open: {leftover}"
+pytestmark = pytest.mark.usefixtures("no_leftover_containers")
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., TenantRegistry]]:
-    made: list[TenantRegistry] = []
-
-    def factory(**kwargs: Any) -> TenantRegistry:
-        registry = TenantRegistry(**kwargs)
-        made.append(registry)
-        return registry
-
-    yield factory
-    for registry in made:
-        registry.close()
 
 
 @pytest.fixture

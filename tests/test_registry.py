@@ -10,7 +10,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,31 +33,9 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(autouse=True)
-def no_leftover_containers() -> Iterator[None]:
-    """Every test must close what it opened (other modules assert no container is left open)."""
-    before = set(percontainer.containers())
-    yield
-    assert current() is host, "a test left a container entered"
-    leftover = [c for c in percontainer.containers() if c not in before]
-    for container in leftover:
-        container.close()
-    assert not leftover, f"a test left containers open: {leftover}"
+pytestmark = pytest.mark.usefixtures("no_leftover_containers")
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., TenantRegistry]]:
-    """`make(...)` is TenantRegistry(...), closed at teardown."""
-    made: list[TenantRegistry] = []
-
-    def factory(**kwargs: Any) -> TenantRegistry:
-        registry = TenantRegistry(**kwargs)
-        made.append(registry)
-        return registry
-
-    yield factory
-    for registry in made:
-        registry.close()
 
 
 @pytest.fixture
