@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._core import Container, current
-from ._errors import ContainerClosedError, ContainerError, report_unraisable
+from ._errors import ContainerError, report_unraisable
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
 
@@ -104,21 +104,14 @@ class TenantRegistry:
     @contextmanager
     def use(self, key: str) -> Iterator[Container]:
         """Find or make the tenant, pin it against eviction, and run the block inside it."""
-        while True:
-            container = self.pin(key)
-            try:
-                container.__enter__()
-            except ContainerClosedError:
-                self.unpin(key, container)
-                continue  # evict(key) closed it between lookup and entry: take a new one
-            try:
+        container = self.pin(key)
+        try:
+            # A pinned tenant is never closed by eviction (evict() waits for its last user),
+            # so entering can only fail once close() has run.
+            with container:
                 yield container
-            finally:
-                try:
-                    container.__exit__(None, None, None)
-                finally:
-                    self.unpin(key, container)
-            return
+        finally:
+            self.unpin(key, container)
 
     def pin(self, key: str, *, create: bool | None = None) -> Container:
         """Find or make the tenant and count one more user of it (never evicted while used).

@@ -36,6 +36,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(compiled)
 
 
+def _assert_nothing_left(module: ModuleType, before: set[Any]) -> None:
+    """Fail if the test left a container entered or open (closing the open ones first)."""
+    assert module.current() is module.host, "a test left a container entered"
+    leftover = [c for c in module.containers() if c not in before]
+    for container in leftover:
+        container.close()
+    assert not leftover, f"a test left containers open: {leftover}"
+
+
 @pytest.fixture(params=TWINS)
 def pc(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
     """The core module under test; fails the test if it leaves a container open."""
@@ -47,11 +56,7 @@ def pc(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
     before = set(module.containers())
     yield module
     gc.collect()
-    assert module.current() is module.host, "a test left a container entered"
-    leftover = [c for c in module.containers() if c not in before]
-    for container in leftover:
-        container.close()
-    assert not leftover, f"a test left containers open: {leftover}"
+    _assert_nothing_left(module, before)
 
 
 @pytest.fixture
@@ -83,11 +88,7 @@ def no_leftover_containers() -> Iterator[None]:
 
     before = set(percontainer.containers())
     yield
-    assert percontainer.current() is percontainer.host, "a test left a container entered"
-    leftover = [c for c in percontainer.containers() if c not in before]
-    for container in leftover:
-        container.close()
-    assert not leftover, f"a test left containers open: {leftover}"
+    _assert_nothing_left(percontainer, before)
 
 
 @pytest.fixture
