@@ -16,9 +16,14 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+import numpy as np
+
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
+from ._rows_py import Column, RowSpace
+from ._typed import (BOOL, VIEW, TypedSpec, check_redeclaration, maximum, mean, locate, minimum,
+                     spec_for, total, values)
 
 __all__ = [
     "ENABLED",
@@ -66,7 +71,7 @@ class _Record:
     """One declared variable: its slot and how to make its value."""
 
     __slots__ = ("name", "group", "slot", "seq", "default", "has_default", "factory", "on_exit",
-                 "__weakref__")
+                 "column", "__weakref__")
 
     def __init__(self, name: str, group: str, slot: int, seq: int) -> None:
         self.name = name
@@ -77,6 +82,11 @@ class _Record:
         self.has_default = False
         self.factory: Callable[[], Any] | None = None
         self.on_exit: Callable[[Any], object] | None = None
+        self.column: Column | None = None  # a typed variable's storage
+
+
+# Typed variables' storage: every container holds a row of it (_typed.py, _rows_py.py).
+_rows = RowSpace()
 
 
 # The variable registry. A record lives while any PerContainer object refers to it; when the
@@ -92,9 +102,11 @@ _holding: dict[Container, None] = {}
 _ids = itertools.count()
 
 
-def _release(slot: int, name: str, ref: weakref.ref[_Record]) -> None:
+def _release(slot: int, name: str, column: Column | None, ref: weakref.ref[_Record]) -> None:
     """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
     dropped = []
+    if column is not None:
+        _rows.drop_column(column)
     with _lock:
         if _by_name.get(name) is ref:
             del _by_name[name]
@@ -109,14 +121,16 @@ def _release(slot: int, name: str, ref: weakref.ref[_Record]) -> None:
 
 def _declare(name: str, group: str, default: Any, has_default: bool,
              factory: Callable[[], Any] | None,
-             on_exit: Callable[[Any], object] | None) -> _Record:
+             on_exit: Callable[[Any], object] | None, spec: TypedSpec | None) -> _Record:
     with _lock:
         ref = _by_name.get(name)
         record = ref() if ref is not None else None
         if record is None:
             slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
             record = _Record(name, group, slot, next(_declaration_seq))
-            ref = weakref.ref(record, functools.partial(_release, slot, name))
+            if spec is not None:
+                record.column = _rows.add_column(spec, group)
+            ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
             if slot == len(_record_refs):
                 _record_refs.append(ref)
             else:
@@ -128,9 +142,14 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
                 f"PerContainer {name!r} is already declared in group {record.group!r}; "
                 f"a redeclaration must use the same group, not {group!r}"
             )
+        else:
+            check_redeclaration(name, record.column.spec if record.column else None, spec)
         # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
         record.default, record.has_default = default, has_default
         record.factory, record.on_exit = factory, on_exit
+        if spec is not None:
+            assert record.column is not None  # _check_same_storage
+            record.column.spec = spec  # the same layout; new containers take the new default
         return record
 
 
@@ -162,14 +181,15 @@ def containers() -> list[Container]:
 class Container:
     """A tenant: its own copy of every per-container variable."""
 
-    __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_state", "_users",
-                 "_children", "__weakref__")
+    __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_row", "_state",
+                 "_users", "_children", "__weakref__")
     _id: int
     _name: str | None
     _parent: Container | None
     _shared: frozenset[str]
     _owners: dict[str, Container] | None  # shared group -> the container that stores it
     _area: dict[int, Any] | None  # slot -> value, set slots only; None once values are dropped
+    _row: int  # its row in the typed variables' storage; -1 for none (disabled mode, dead)
     _state: int
     _users: int  # threads and tasks inside, by `with`; teardown waits for 0
     _children: dict[Container, None] | None  # children not yet torn down, made on the first
@@ -194,6 +214,7 @@ class Container:
             if parent._state != _LIVE:
                 raise ContainerClosedError(f"cannot create a child of closed {parent!r}")
             self._id = next(_ids)
+            self._row = _rows.take(self._id, shared) if ENABLED else -1
             self._name = name
             self._parent = parent
             self._shared = shared
@@ -286,6 +307,8 @@ class Container:
             if self._state != _LIVE:
                 return
             self._state = _CLOSING  # from here on, nothing can enter it or create children in it
+            if self._row >= 0:
+                _rows.close(self._row, self._shared)
         errors: list[BaseException] = []
         for child in list(self._children or ()):
             try:
@@ -327,6 +350,9 @@ class Container:
         with _lock:
             self._state = _DEAD
             values, self._area = self._area, None
+            if self._row >= 0:
+                _rows.release(self._row)
+                self._row = -1
             _holding.pop(self, None)
             if parent._children is not None:
                 parent._children.pop(self, None)
@@ -358,6 +384,7 @@ def _new_host() -> Container:
     container._shared = frozenset()
     container._owners = None
     container._area = {}
+    container._row = _rows.take(container._id, frozenset())
     container._users = 0
     container._children = None
     container._state = _LIVE
@@ -395,14 +422,19 @@ def _storage(container: Container, group: str) -> Container:
 class PerContainer(Generic[T]):
     """A module-level variable with one value per container, read through the current one."""
 
-    __slots__ = ("_record", "_slot", "__weakref__")
+    __slots__ = ("_record", "_slot", "_column", "__weakref__")
 
     def __init__(self, name: str, *, default: T = _UNSET, factory: Callable[[], T] | None = None,
-                 group: str = "default", on_exit: Callable[[T], object] | None = None) -> None:
+                 group: str = "default", on_exit: Callable[[T], object] | None = None,
+                 dtype: Any = None, shape: int | tuple[int, ...] = ()) -> None:
         has_default = default is not _UNSET
-        check_declaration(name, default, has_default, factory, group, on_exit)
-        self._record = _declare(name, group, default, has_default, factory, on_exit)
+        typed = dtype is not None  # a typed default is copied into each container: any will do
+        check_declaration(name, None if typed else default, has_default and not typed, factory,
+                          group, on_exit)
+        spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
+        self._record = _declare(name, group, default, has_default, factory, on_exit, spec)
         self._slot = self._record.slot
+        self._column = self._record.column
 
     @property
     def name(self) -> str:
@@ -414,8 +446,19 @@ class PerContainer(Generic[T]):
         """The group that Container(share=...) names to share this variable with a parent."""
         return self._record.group
 
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """A typed variable's numpy dtype; None for an object variable."""
+        return None if self._column is None else self._column.spec.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """A typed variable's shape (() for a scalar, and for an object variable)."""
+        return () if self._column is None else self._column.spec.shape
+
     def __repr__(self) -> str:
-        return f"<PerContainer {self._record.name!r} group={self._record.group!r}>"
+        typed = "" if self._column is None else f" dtype={self._column.spec.describe()}"
+        return f"<PerContainer {self._record.name!r} group={self._record.group!r}{typed}>"
 
     # -- reading ----------------------------------------------------------------------------
     def get(self) -> T:
@@ -438,6 +481,8 @@ class PerContainer(Generic[T]):
 
     def _get_in(self, container: Container) -> T:
         owner = _storage(container, self._record.group)
+        if self._column is not None:
+            return self._typed_get(owner)  # type: ignore[no-any-return]  # T is the dtype's
         area = owner._area
         if area is not None and self._slot in area:
             return area[self._slot]  # type: ignore[no-any-return]  # the area holds T here
@@ -496,9 +541,64 @@ class PerContainer(Generic[T]):
             raise ContainerClosedError(f"{owner!r} was closed while {self._record.name!r} was made")
         return installed  # type: ignore[no-any-return]  # the factory makes a T
 
+    # -- typed variables --------------------------------------------------------------------
+    def _typed_get(self, owner: Container) -> Any:
+        column = self._column
+        assert column is not None
+        with _lock:  # the row is owner's until teardown, which takes the lock
+            self._check_open(owner, "read")
+            if column.spec.kind != VIEW:
+                return column.read(owner._row)
+            assert owner._area is not None
+            view = owner._area.get(self._slot)
+            if view is None:  # made once per container, kept in its area like an object value
+                view = owner._area[self._slot] = _rows.view(column, owner._row)
+            return view
+
+    def _check_open(self, owner: Container, what: str) -> None:
+        if owner._area is None:
+            raise ContainerClosedError(f"{self._record.name!r} {what} in closed {owner!r}")
+
+    def _typed_set(self, value: Any) -> None:
+        column = self._column
+        assert column is not None
+        spec = column.spec
+        new = spec.convert(value) if spec.kind != VIEW else spec.convert_array(value)
+        with _lock:  # converted first: the user's __index__ runs outside the lock
+            owner = _storage(current(), self._record.group)
+            self._check_open(owner, "set")
+            column.write(owner._row, new)
+
+    def _typed_add(self, delta: Any) -> Any:
+        column = self._column
+        assert column is not None
+        spec = column.spec
+        if spec.kind != VIEW:
+            step = spec.convert_delta(delta) if spec.kind != BOOL else delta
+        else:
+            step = spec.convert_array(delta) if spec.dtype.names is None else delta
+        with _lock:
+            owner = _storage(current(), self._record.group)
+            self._check_open(owner, "set")
+            if spec.kind != VIEW:
+                new = spec.add(column.read(owner._row), step)
+                column.write(owner._row, new)
+                return new
+            k, index = locate(owner._row)
+            column.write(owner._row, spec.add_array(column.chunks[k][index], step))
+        return self._typed_get(owner)
+
+    def _typed_column(self, what: str) -> Column:
+        if self._column is None:
+            raise TypeError(f"{what}() is for typed variables; declare "
+                            f"{self._record.name!r} with dtype= to use it")
+        return self._column
+
     # -- writing ----------------------------------------------------------------------------
     def set(self, value: T) -> None:
         """Set the current container's value."""
+        if self._column is not None:
+            return self._typed_set(value)
         owner = _storage(current(), self._record.group)
         area = owner._area
         if area is None:
@@ -516,6 +616,8 @@ class PerContainer(Generic[T]):
 
     def add(self, delta: Any = 1) -> T:
         """Add delta to the current container's value and return the new value."""
+        if self._column is not None:
+            return self._typed_add(delta)  # type: ignore[no-any-return]  # T is the dtype's
         owner = _storage(current(), self._record.group)
         base = self._get_in(owner)  # runs the factory or takes the default outside the lock
         with _lock:
@@ -527,7 +629,9 @@ class PerContainer(Generic[T]):
         return new  # type: ignore[no-any-return]  # T + delta is a T for numbers
 
     def reset(self) -> None:
-        """Make the variable unset again in the current container."""
+        """Make the variable unset again in the current container (a typed one: its default)."""
+        if self._column is not None:
+            return self._typed_set(self._column.spec.default)
         owner = _storage(current(), self._record.group)
         area = owner._area
         if area is None:
@@ -537,6 +641,9 @@ class PerContainer(Generic[T]):
     # -- across containers ------------------------------------------------------------------
     def items(self) -> list[tuple[Container, T]]:
         """Return (container, value) for each live container whose own storage holds a value."""
+        if self._column is not None:
+            group = self._record.group
+            return [(c, self._typed_get(c)) for c in containers() if _storage(c, group) is c]
         slot = self._slot
         pairs = []
         for container in containers():
@@ -547,10 +654,37 @@ class PerContainer(Generic[T]):
 
     def sum(self) -> Any:
         """Return the total of the values over all live containers (0 if none is set)."""
-        total: Any = 0
+        if self._column is not None:
+            with _lock:
+                return total(self._column, _rows.held_rows())
+        result: Any = 0
         for _, value in self.items():
-            total = total + value
-        return total
+            result = result + value
+        return result
+
+    def values(self) -> np.ndarray[Any, Any]:
+        """Return a typed variable's values, one row per live container storing it."""
+        column = self._typed_column("values")
+        with _lock:
+            return values(column, _rows.mask(self._record.group), _rows.ident)
+
+    def min(self) -> Any:
+        """Return the least value over the live containers storing the typed variable."""
+        column = self._typed_column("min")
+        with _lock:
+            return minimum(column, _rows.mask(self._record.group))
+
+    def max(self) -> Any:
+        """Return the greatest value over the live containers storing the typed variable."""
+        column = self._typed_column("max")
+        with _lock:
+            return maximum(column, _rows.mask(self._record.group))
+
+    def mean(self) -> Any:
+        """Return the mean over the live containers storing the typed variable (a float)."""
+        column = self._typed_column("mean")
+        with _lock:
+            return mean(column, _rows.mask(self._record.group), _rows.held_rows())
 
 
 @overload
@@ -559,19 +693,25 @@ def per_container(fn: Callable[[], T], /) -> PerContainer[T]: ...
 
 @overload
 def per_container(
-    *, name: str | None = None, group: str = "default", on_exit: Callable[[T], object] | None = None
+    *, name: str | None = None, group: str = "default", on_exit: Callable[[T], object] | None = None,
+    dtype: Any = None, shape: int | tuple[int, ...] = (),
 ) -> Callable[[Callable[[], T]], PerContainer[T]]: ...
 
 
 def per_container(
     fn: Callable[[], T] | None = None, /, *, name: str | None = None, group: str = "default",
-    on_exit: Callable[[T], object] | None = None,
+    on_exit: Callable[[T], object] | None = None, dtype: Any = None,
+    shape: int | tuple[int, ...] = (),
 ) -> PerContainer[T] | Callable[[Callable[[], T]], PerContainer[T]]:
-    """Declare a per-container variable whose value the decorated function makes."""
+    """Declare a per-container variable whose value the decorated function makes (with dtype=,
+    a typed variable whose default the function returns, called once, now)."""
 
     def declare(factory: Callable[[], T]) -> PerContainer[T]:
-        return PerContainer(decorated_name(factory, name), factory=factory, group=group,
-                            on_exit=on_exit)
+        var_name = decorated_name(factory, name)
+        if dtype is not None:
+            return PerContainer(var_name, default=factory(), group=group, on_exit=on_exit,
+                                dtype=dtype, shape=shape)
+        return PerContainer(var_name, factory=factory, group=group, on_exit=on_exit, shape=shape)
 
     return declare if fn is None else declare(fn)
 

@@ -1,0 +1,165 @@
+"""The pure-Python twin's typed storage: a row for every container, a column for every typed
+variable (see _typed.py for the layout). _core_c.pyx keeps the same state in C."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ._typed import Leases, TypedSpec, chunk_rows, locate, make_view
+
+
+class Column:
+    """One typed variable's copies (or a row mask): chunk k holds chunk_rows(k) rows."""
+
+    __slots__ = ("spec", "group", "chunks")
+
+    def __init__(self, spec: TypedSpec, group: str) -> None:
+        self.spec = spec
+        self.group = group
+        self.chunks: list[np.ndarray[Any, Any]] = []
+
+    def grow_to(self, count: int) -> None:
+        """Add zeroed chunks until there are `count`."""
+        while len(self.chunks) < count:
+            rows = chunk_rows(len(self.chunks))
+            self.chunks.append(np.zeros((rows, *self.spec.shape), self.spec.dtype))
+
+    def read(self, row: int) -> Any:
+        """Return a row's scalar as a Python int/float/bool."""
+        k, index = locate(row)
+        return self.chunks[k].item(index)
+
+    def write(self, row: int, value: Any) -> None:
+        """Store a checked value (or array) in a row."""
+        k, index = locate(row)
+        self.chunks[k][index] = value
+
+    def clear(self, row: int) -> None:
+        """Zero a row."""
+        k, index = locate(row)
+        self.chunks[k][index] = np.zeros((), self.spec.dtype)
+
+    def fill(self, rows: Iterable[int] | Column) -> None:
+        """Write the default into the given rows, or into the rows a mask column selects."""
+        value = self.spec.default
+        if isinstance(rows, Column):
+            for chunk, selected in zip(self.chunks, rows.chunks):
+                chunk[selected] = value
+        else:
+            for row in rows:
+                self.write(row, value)
+
+
+def _mask() -> Column:
+    return Column(TypedSpec(np.bool_, (), False), "")
+
+
+class RowSpace:
+    """Rows, columns and the masks that say which rows hold a live container's storage."""
+
+    def __init__(self) -> None:
+        # Reentrant: a lease dying during a GC pass inside a locked section frees a row.
+        self.lock = threading.RLock()
+        self.chunk_count = 0
+        self.columns: list[Column] = []  # the typed variables' columns and the masks below
+        self.live = self._add(_mask())  # rows of live containers
+        self.ident = self._add(Column(TypedSpec(np.uint64, (), 0), ""))  # container id: order
+        self.stores: dict[str, Column] = {}  # group -> rows of live containers storing it
+        self.top = 0  # rows ever taken
+        self.free: list[int] = []  # zeroed rows to reuse, last freed first
+        self.closed: dict[int, frozenset[str]] = {}  # closed, not torn down: row -> shared
+        self.leases = Leases(self._reuse)
+
+    def _add(self, column: Column) -> Column:
+        column.grow_to(self.chunk_count)
+        self.columns.append(column)
+        return column
+
+    def mask(self, group: str) -> Column:
+        """Return the mask of rows whose live container stores `group` itself."""
+        return self.stores.get(group, self.live)
+
+    def held_rows(self) -> list[int]:
+        """Rows that hold data but no live container: see _typed.total()."""
+        return [*self.closed, *self.leases.waiting]
+
+    # -- columns ----------------------------------------------------------------------------
+    def add_column(self, spec: TypedSpec, group: str) -> Column:
+        """Make a typed variable's column, at its default in every container storing it."""
+        with self.lock:
+            column = self._add(Column(spec, group))
+            if spec.default_bytes is not None:
+                column.fill(self.mask(group))
+                column.fill(row for row, shared in self.closed.items() if group not in shared)
+            return column
+
+    def drop_column(self, column: Column) -> None:
+        """Forget a dead variable's column (views of it keep its chunks alive)."""
+        with self.lock:
+            self.columns.remove(column)
+
+    # -- rows -------------------------------------------------------------------------------
+    def take(self, ident: int, shared: frozenset[str]) -> int:
+        """Return a zeroed row for a new live container, at the defaults where it stores."""
+        with self.lock:
+            for group in shared:
+                if group not in self.stores:  # from now on this group has its own mask
+                    self.stores[group] = mask = self._add(_mask())
+                    for chunk, live in zip(mask.chunks, self.live.chunks):
+                        chunk[:] = live
+            if self.free:
+                row = self.free.pop()
+            else:
+                row = self.top
+                if row >= self._capacity():
+                    self.chunk_count += 1
+                    for column in self.columns:
+                        column.grow_to(self.chunk_count)
+                self.top += 1
+            for column in self.columns:
+                if column.spec.default_bytes is not None and column.group not in shared:
+                    column.write(row, column.spec.default)
+            self.live.write(row, True)
+            self.ident.write(row, ident)
+            for group, mask in self.stores.items():
+                mask.write(row, group not in shared)
+            return row
+
+    def _capacity(self) -> int:
+        return sum(chunk_rows(k) for k in range(self.chunk_count))
+
+    def close(self, row: int, shared: frozenset[str]) -> None:
+        """Take a closed container's row out of the live rows (its values stay until teardown)."""
+        with self.lock:
+            self.live.clear(row)
+            for mask in self.stores.values():
+                mask.clear(row)
+            self.closed[row] = shared
+
+    def release(self, row: int) -> None:
+        """Zero a torn-down container's row; reuse it once no view of it is left."""
+        with self.lock:
+            self.closed.pop(row, None)
+            self._zero(row)
+            if self.leases.retire(row):
+                self.free.append(row)
+
+    def _reuse(self, row: int) -> None:
+        with self.lock:
+            self._zero(row)  # a stale view may have written into it meanwhile
+            self.free.append(row)
+
+    def _zero(self, row: int) -> None:
+        for column in self.columns:
+            column.clear(row)
+
+    def view(self, column: Column, row: int) -> np.ndarray[Any, Any]:
+        """Return a new view of a row's copy; the row is not reused while one is alive."""
+        with self.lock:
+            view, lease = make_view(column, row)
+            self.leases.add(row, lease)
+            return view

@@ -1,0 +1,406 @@
+"""Typed variables, shared by both cores: the dtype spec, value checks, storage geometry and
+the numpy reductions across containers.
+
+Storage is the kernel's per-cpu chunk turned on its side. Every container holds a *row* (its
+index in the typed storage, fixed for its life); every typed variable owns a *column*: a list
+of numpy *chunks*, chunk k holding `chunk_rows(k)` rows of the variable's dtype and shape. A
+container's copy of a variable is column.chunks[k][i] for (k, i) = locate(row). Chunks are
+added as containers come, never moved or resized, so a view into one stays valid; and a
+variable's copies across all containers are a few contiguous arrays, so one numpy call per
+chunk reduces them (the kernel's percpu_counter sum, without a loop over containers).
+
+Invariant the fast sum relies on: a row that is not in use by a live container that stores
+the column's group is all zeros, except the rows of closed containers not yet torn down and
+rows a stale view still reaches; the cores list those rows (`held_rows`) and the sum subtracts
+them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "BOOL", "FLOAT", "INT", "UINT", "VIEW", "FIRST_CHUNK_ROWS", "MAX_CHUNK_ROWS", "Leases",
+    "TypedSpec", "check_redeclaration", "chunk_rows", "chunk_start", "locate", "make_view", "maximum", "mean",
+    "minimum", "spec_for", "total", "values",
+]
+
+# What get() returns: a Python scalar of the kind, or (VIEW) a numpy view of the copy.
+INT, UINT, FLOAT, BOOL, VIEW = range(5)
+
+FIRST_CHUNK_ROWS = 64  # chunk 0; each next chunk doubles ...
+MAX_CHUNK_ROWS = 65536  # ... up to this size, which every later chunk keeps
+_DOUBLINGS = 10  # chunk 10 is the first of MAX_CHUNK_ROWS rows
+_GEOMETRIC_ROWS = FIRST_CHUNK_ROWS * ((1 << _DOUBLINGS) - 1)  # rows in chunks 0..9
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The dtype kinds of values an array variable of each kind takes (bool, int, uint, float).
+_TAKES = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}
+_SUPPORTED = ("bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, "
+              "or a structured dtype of those")
+
+
+def chunk_rows(k: int) -> int:
+    """Return how many rows chunk k holds."""
+    return FIRST_CHUNK_ROWS << min(k, _DOUBLINGS)
+
+
+def chunk_start(k: int) -> int:
+    """Return the first row of chunk k."""
+    if k <= _DOUBLINGS:
+        return FIRST_CHUNK_ROWS * ((1 << k) - 1)
+    return _GEOMETRIC_ROWS + (k - _DOUBLINGS) * MAX_CHUNK_ROWS
+
+
+def locate(row: int) -> tuple[int, int]:
+    """Return (chunk, index in the chunk) of a row; _core_c.pyx has the same in C."""
+    if row < _GEOMETRIC_ROWS:
+        k = ((row // FIRST_CHUNK_ROWS) + 1).bit_length() - 1
+        return k, row - FIRST_CHUNK_ROWS * ((1 << k) - 1)
+    offset = row - _GEOMETRIC_ROWS
+    return _DOUBLINGS + offset // MAX_CHUNK_ROWS, offset % MAX_CHUNK_ROWS
+
+
+def _check_dtype(dtype: np.dtype[Any], given: object) -> None:
+    if dtype.names is not None:
+        if dtype.hasobject:
+            raise TypeError(f"dtype {given!r} holds Python objects; fields must be {_SUPPORTED}")
+        for name in dtype.names:
+            _check_dtype(dtype.fields[name][0].base, given)  # type: ignore[index]  # has names
+        return
+    if (dtype.kind not in "biuf" or not dtype.isnative
+            or (dtype.kind == "f" and dtype.itemsize not in (4, 8))):
+        raise TypeError(f"dtype {given!r} is not supported: use {_SUPPORTED} (native byte order)")
+
+
+def _check_shape(shape: object) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(dims, tuple) or not all(isinstance(d, int) for d in dims):
+        raise TypeError(f"shape must be an int or a tuple of ints, not {shape!r}")
+    if any(d < 1 for d in dims):
+        raise ValueError(f"shape {shape!r} has a dimension below 1")
+    return dims
+
+
+class TypedSpec:
+    """A typed variable's dtype, shape and default, and the checks a value passes to be stored."""
+
+    __slots__ = ("dtype", "shape", "kind", "default", "default_bytes", "row_bytes", "low", "high")
+
+    def __init__(self, dtype: object, shape: object, default: object) -> None:
+        try:
+            self.dtype: np.dtype[Any] = np.dtype(dtype)  # type: ignore[call-overload]  # checked
+        except TypeError:
+            raise TypeError(f"dtype {dtype!r} is not a numpy dtype; use {_SUPPORTED}") from None
+        _check_dtype(self.dtype, dtype)
+        self.shape = _check_shape(shape)
+        scalar = not self.shape and self.dtype.names is None
+        self.kind = {"i": INT, "u": UINT, "f": FLOAT, "b": BOOL}[self.dtype.kind] if scalar else VIEW
+        self.low, self.high = 0, 0
+        if self.kind in (INT, UINT):
+            info = np.iinfo(self.dtype)
+            self.low, self.high = int(info.min), int(info.max)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
+        if scalar:
+            value = np.array(self.convert(default), dtype=self.dtype)
+        else:
+            value = self.convert_array(default)
+        value.flags.writeable = False
+        self.default: np.ndarray[Any, Any] = value
+        bytes_ = value.tobytes()
+        #: The default's bytes, or None when they are all zero (new rows are zero already).
+        self.default_bytes: bytes | None = bytes_ if any(bytes_) else None
+
+    def same_storage(self, other: TypedSpec) -> bool:
+        """Return True if `other` lays out its values as this spec does."""
+        return self.dtype == other.dtype and self.shape == other.shape
+
+    def describe(self) -> str:
+        """Return e.g. "int64" or "float64 (3,)"."""
+        return f"{self.dtype}" + (f" {self.shape}" if self.shape else "")
+
+    # -- scalars --------------------------------------------------------------------------------
+    def convert(self, value: object) -> Any:
+        """Return value as the Python int/float/bool to store, or raise TypeError/OverflowError."""
+        if self.kind == BOOL:
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            raise TypeError(f"a bool variable takes True or False, not {type(value).__name__}")
+        number = self.convert_delta(value)
+        if self.kind == FLOAT:
+            if self.dtype.itemsize == 4 and np.isfinite(number) and abs(number) > _FLOAT32_MAX:
+                raise OverflowError(f"{number!r} is out of the float32 range")
+        elif not self.low <= number <= self.high:
+            raise OverflowError(
+                f"{number} is out of the {self.dtype} range [{self.low}, {self.high}]")
+        return number
+
+    def add(self, current: Any, delta: object) -> Any:
+        """Return current + delta, checked as convert() checks a value."""
+        if self.kind == BOOL:
+            raise TypeError("add() is for numbers; a bool variable takes set()")
+        return self.convert(current + self.convert_delta(delta))
+
+    def convert_delta(self, value: object) -> Any:
+        """Return value as a Python number of the variable's kind (no range check), or raise."""
+        if self.kind == FLOAT:
+            if isinstance(value, (str, bytes, bytearray)) or not (
+                    hasattr(type(value), "__float__") or hasattr(type(value), "__index__")):
+                raise TypeError(
+                    f"a {self.dtype} variable takes a real number, not {type(value).__name__}")
+            return float(value)  # type: ignore[arg-type]  # checked just above
+        try:
+            return value.__index__()  # type: ignore[attr-defined]  # int-likes only
+        except AttributeError:
+            raise TypeError(
+                f"a {self.dtype} variable takes an int, not {type(value).__name__}"
+            ) from None
+
+    # -- arrays and records ---------------------------------------------------------------------
+    def convert_array(self, value: object) -> np.ndarray[Any, Any]:
+        """Return value as an array of the variable's dtype and shape, or raise."""
+        if self.dtype.names is not None:
+            try:
+                result = np.array(value, dtype=self.dtype)
+            except OverflowError:
+                raise
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"{value!r} is not a {self.dtype} record: {error}") from None
+            return self._broadcast(result)
+        try:
+            source = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{value!r} is not an array of numbers: {error}") from None
+        if source.dtype.kind == "O" and all(isinstance(v, int) for v in source.flat):
+            raise OverflowError(f"{value!r} does not fit a {self.dtype} variable")
+        if source.dtype.kind not in _TAKES[self.dtype.kind]:
+            raise TypeError(f"a {self.describe()} variable does not take values of dtype "
+                            f"{source.dtype} (storing them would change their kind)")
+        if self.dtype.kind in "iu" and source.size:
+            if int(source.min()) < self.low or int(source.max()) > self.high:
+                raise OverflowError(f"{value!r} does not fit a {self.dtype} variable")
+        with np.errstate(all="ignore"):
+            result = source.astype(self.dtype)
+        if np.any(np.isinf(result) & ~np.isinf(source)):  # only floats can turn infinite
+            raise OverflowError(f"{value!r} does not fit a {self.dtype} variable")
+        return self._broadcast(result)
+
+    def _broadcast(self, result: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        try:
+            return np.broadcast_to(result, self.shape).copy()
+        except ValueError:
+            raise ValueError(
+                f"a value of shape {result.shape} does not fit shape {self.shape}") from None
+
+    def add_array(self, current: np.ndarray[Any, Any], delta: object) -> np.ndarray[Any, Any]:
+        """Return current + delta as a new array, checked as convert_array() checks a value."""
+        if self.dtype.names is not None or self.dtype.kind == "b":
+            raise TypeError(f"add() is for numbers; a {self.describe()} variable takes set()")
+        step = self.convert_array(delta)  # the delta's kind and range must fit the variable too
+        if self.dtype.kind == "f":
+            return self.convert_array(current + step)
+        return self.convert_array(current.astype(object) + step.astype(object))
+
+    def read(self, chunk: np.ndarray[Any, Any], index: int) -> Any:
+        """Return a scalar copy as a Python int/float/bool."""
+        return chunk.item(index)
+
+
+def spec_for(name: str, dtype: object, shape: object, default: object, has_default: bool,
+             factory: object, on_exit: object) -> TypedSpec | None:
+    """Return the typed spec of a declaration, or None for an object variable."""
+    if dtype is None:
+        if shape != ():
+            raise TypeError(f"PerContainer {name!r}: shape= is for typed variables; add dtype=")
+        return None
+    if factory is not None or on_exit is not None:
+        raise TypeError(f"PerContainer {name!r}: a typed variable (dtype=) takes default=, "
+                        "not factory= or on_exit= (its copies are plain memory, not objects)")
+    return TypedSpec(dtype, shape, default if has_default else 0)
+
+
+def check_redeclaration(name: str, had: TypedSpec | None, spec: TypedSpec | None) -> None:
+    """Raise ValueError if a redeclaration changes how the variable is stored."""
+    if had is None and spec is None or had is not None and spec is not None \
+            and had.same_storage(spec):
+        return
+    before = "an object variable" if had is None else f"typed {had.describe()}"
+    after = "an object variable" if spec is None else f"typed {spec.describe()}"
+    raise ValueError(f"PerContainer {name!r} is already declared as {before}; "
+                     f"a redeclaration must keep that, not make it {after}")
+
+
+class Column(Protocol):
+    """What the reductions read of a core's column."""
+
+    @property
+    def spec(self) -> TypedSpec: ...
+    @property
+    def chunks(self) -> list[np.ndarray[Any, Any]]: ...
+
+
+# -- views ---------------------------------------------------------------------------------------
+def make_view(column: Column, row: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Return (view, lease): a writable view of a row's copy, and the array every view made
+    from it keeps alive (its base is a memoryview, where numpy stops collapsing bases)."""
+    spec = column.spec
+    k, index = locate(row)
+    chunk_bytes = column.chunks[k].reshape(-1).view(np.uint8)
+    start = index * spec.row_bytes
+    lease = np.frombuffer(memoryview(chunk_bytes)[start:start + spec.row_bytes], dtype=spec.dtype)
+    return lease.reshape(spec.shape), lease
+
+
+class Leases:
+    """Rows that views handed out still reach. A torn-down row they reach is not reused (it
+    would show a new tenant's data through an old tenant's view) until the last one dies."""
+
+    def __init__(self, release: Callable[[int], None]) -> None:
+        self.refs: dict[int, dict[int, weakref.ref[Any]]] = {}  # row -> id(ref) -> ref
+        self.waiting: set[int] = set()  # torn down, waiting for their views to die
+        self._release = release
+
+    def add(self, row: int, lease: np.ndarray[Any, Any]) -> None:
+        """Count a lease on row until it is collected."""
+        ref = weakref.ref(lease, partial(self._dropped, row))
+        self.refs.setdefault(row, {})[id(ref)] = ref
+
+    def retire(self, row: int) -> bool:
+        """At teardown: return True if the row is free to reuse, else make it wait."""
+        if row in self.refs:
+            self.waiting.add(row)
+            return False
+        return True
+
+    def _dropped(self, row: int, ref: weakref.ref[Any]) -> None:
+        refs = self.refs.get(row)
+        if refs is None:
+            return
+        refs.pop(id(ref), None)
+        if not refs:
+            del self.refs[row]
+            if row in self.waiting:
+                self.waiting.discard(row)
+                self._release(row)
+
+
+# -- across containers ---------------------------------------------------------------------------
+def _masked(column: Column, mask: Column) -> Iterable[tuple[np.ndarray[Any, Any], Any]]:
+    """Yield (chunk, mask chunk shaped to broadcast over the chunk's value axes)."""
+    ndim = len(column.spec.shape)
+    chunks, masks = list(column.chunks), list(mask.chunks)  # growth may append meanwhile
+    for chunk, live in zip(chunks, masks):
+        yield chunk, live.reshape(live.shape + (1,) * ndim)
+
+
+def values(column: Column, mask: Column, ident: Column) -> np.ndarray[Any, Any]:
+    """Return a copy of the rows mask selects, ordered by the container id `ident` holds."""
+    picked, ids = [], []
+    for chunk, live, idents in zip(list(column.chunks), list(mask.chunks), list(ident.chunks)):
+        picked.append(chunk[live])
+        ids.append(idents[live])
+    if not picked:
+        return np.zeros((0,) + column.spec.shape, column.spec.dtype)
+    order = np.argsort(np.concatenate(ids), kind="stable")
+    return np.concatenate(picked)[order]
+
+
+def _no_records(column: Column, what: str) -> TypedSpec:
+    spec = column.spec
+    if spec.dtype.names is not None:
+        raise TypeError(f"{what}() reduces numbers; for a {spec.dtype} record variable, "
+                        f"reduce a field of values(), e.g. values()[{spec.dtype.names[0]!r}]")
+    return spec
+
+
+def _scalar(result: Any, spec: TypedSpec) -> Any:
+    if spec.shape:
+        return result
+    return result.item() if isinstance(result, (np.ndarray, np.generic)) else result
+
+
+def total(column: Column, held_rows: Sequence[int]) -> Any:
+    """Return the sum over the rows in use by storing containers: exact for ints (a Python
+    int or an object array past the int64 range), float64 for floats.
+
+    Every other row is zero but `held_rows` (closed containers not torn down yet, rows stale
+    views reach), whose values are taken back out: one plain numpy sum per chunk, no mask."""
+    spec = _no_records(column, "sum")
+    kind = spec.dtype.kind
+    chunks = list(column.chunks)
+    accumulator = {"b": np.int64, "i": np.int64, "u": np.uint64, "f": np.float64}[kind]
+    result: Any = np.zeros(spec.shape, accumulator)
+    for chunk in chunks:
+        result = result + np.add.reduce(chunk, axis=0, dtype=accumulator)
+    if kind in "iu" and spec.dtype.itemsize == 8:
+        result = _exact_wide_sum(chunks, result, spec)
+    elif kind != "f":
+        result = result.astype(object) if spec.shape else int(result)
+    for row in held_rows:
+        k, index = locate(row)
+        if k < len(chunks):
+            held = chunks[k][index]
+            result = result - (held.astype(object) if kind != "f" else held)
+    return _scalar(result, spec)
+
+
+def _exact_wide_sum(chunks: list[np.ndarray[Any, Any]], wrapped: Any, spec: TypedSpec) -> Any:
+    """Return the exact sum of 64-bit ints: the wrapped numpy sum when a float64 sum shows it
+    is far from the range's edge, else the high and low 32-bit halves summed apart."""
+    estimate = sum((np.add.reduce(chunk, axis=0, dtype=np.float64) for chunk in chunks),
+                   np.zeros(spec.shape))
+    if np.all(np.abs(estimate) < 2.0 ** 62):
+        return wrapped.astype(object) if spec.shape else int(wrapped)
+    high: Any = 0
+    low: Any = 0
+    for chunk in chunks:
+        high = high + np.add.reduce(chunk >> 32, axis=0, dtype=np.int64).astype(object)
+        low = low + np.add.reduce(chunk & 0xFFFFFFFF, axis=0, dtype=np.int64).astype(object)
+    return high * (1 << 32) + low
+
+
+def _extreme(column: Column, mask: Column, ufunc: Any, what: str) -> Any:
+    spec = _no_records(column, what)
+    if spec.dtype.kind == "b":
+        start: Any = ufunc is np.minimum
+    elif spec.dtype.kind == "f":
+        start = np.inf if ufunc is np.minimum else -np.inf
+    else:
+        info = np.iinfo(spec.dtype)
+        start = info.max if ufunc is np.minimum else info.min
+    result: Any = None
+    found = False
+    for chunk, live in _masked(column, mask):
+        if not live.any():
+            continue
+        found = True
+        part = ufunc.reduce(chunk, axis=0, where=live, initial=start)
+        result = part if result is None else ufunc(result, part)
+    if not found:
+        raise ValueError(f"{what}() of a variable no live container stores")
+    return _scalar(result.astype(spec.dtype), spec)
+
+
+def minimum(column: Column, mask: Column) -> Any:
+    """Return the least value over the rows mask selects."""
+    return _extreme(column, mask, np.minimum, "min")
+
+
+def maximum(column: Column, mask: Column) -> Any:
+    """Return the greatest value over the rows mask selects."""
+    return _extreme(column, mask, np.maximum, "max")
+
+
+def mean(column: Column, mask: Column, held_rows: Sequence[int]) -> Any:
+    """Return the mean over the rows mask selects, as float64."""
+    _no_records(column, "mean")
+    count = sum(int(np.count_nonzero(live)) for live in list(mask.chunks))
+    if count == 0:
+        raise ValueError("mean() of a variable no live container stores")
+    result = np.asarray(total(column, held_rows), dtype=np.float64) / count
+    return _scalar(result, column.spec)
