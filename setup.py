@@ -61,13 +61,12 @@ def extensions() -> list[Extension]:
     else:
         compile_args = ["-O2"]
     directives = {"linetrace": True, "profile": True} if TRACING else {}
-    ext = Extension(
-        "percontainer._core_c",
-        ["percontainer/_core_c.pyx"],
-        extra_compile_args=compile_args,
-        define_macros=macros,
-    )
-    return cythonize([ext], compiler_directives=directives, gdb_debug=DEBUG_BUILD,
+    exts = [
+        Extension(f"percontainer.{name}", [f"percontainer/{name}.pyx"],
+                  extra_compile_args=compile_args, define_macros=macros)
+        for name in ("_rows_c", "_core_c")  # the typed storage, and the core that cimports it
+    ]
+    return cythonize(exts, compiler_directives=directives, gdb_debug=DEBUG_BUILD,
                      force=DEBUG_BUILD or TRACING)
 
 

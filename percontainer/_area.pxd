@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""A container's area: the slots of object variables, owned references, NULL where unset.
+"""A container's area: the slots of object variables, owned references, NULL where unset,
+and the number of its row in the typed variables' storage (see _typed.py).
 
 The dense low part is one flat PyMem array (`flat`, `size` slots): a read is one compare and
 one load, and a container that touched its first 20 variables spends 160 bytes on them. A slot
@@ -39,12 +40,14 @@ cdef extern from *:
 ctypedef struct Area:
     PyObject** flat
     pc_sparse* sparse
-    Py_ssize_t size  # slots in flat
+    int size  # slots in flat (an int, so that `row` fits in what was padding)
+    int row  # the container's row in the typed variables' columns; -1 for none
 
 cdef enum:
     SPARSE_MIN = 4  # entries in a new sparse table
     FLAT_SLACK = 16  # flat may grow to cover 2 * size + FLAT_SLACK slots
     DENSE = 4  # ... or to cover slot s once the table holds s / DENSE entries
+    MAX_SLOT = 1 << 29  # flat sizes stay well within an int
 
 
 cdef inline PyObject* sparse_get(pc_sparse* table, Py_ssize_t slot) noexcept:
@@ -148,6 +151,8 @@ cdef inline PyObject** area_slot(Area* area, Py_ssize_t slot) except NULL:
     cdef pc_sparse* table
     if slot < area.size:
         return &area.flat[slot]
+    if slot >= MAX_SLOT:
+        raise OverflowError(f"slot {slot} is beyond {MAX_SLOT} declared variables")
     if slot < 2 * area.size + FLAT_SLACK:  # near the flat part: extend it
         flat_grow(area, (slot + 2) & ~1)  # an even count: pymalloc sizes go by 16 bytes
         return &area.flat[slot]

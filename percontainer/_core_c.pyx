@@ -14,9 +14,20 @@ cimport cython
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
-from libc.stdint cimport uint64_t
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_AsDouble, PyFloat_CheckExact, PyFloat_FromDouble
+from cpython.long cimport (
+    PyLong_AsLongLong, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong, PyLong_CheckExact,
+    PyLong_FromLongLong, PyLong_FromUnsignedLongLong,
+)
+from libc.math cimport isfinite
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
 
 from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
+from percontainer._rows_c cimport (
+    KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
+    drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
+)
 
 import functools
 import heapq
@@ -28,6 +39,7 @@ from types import GenericAlias
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
+from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
 
 cdef extern from "Python.h":
     # Only the fields read here; the struct is CPython's (cpython/pystate.h, 3.7 to 3.13).
@@ -106,6 +118,7 @@ cdef class _Record:
     cdef bint has_default
     cdef object factory
     cdef object on_exit
+    cdef Column column  # a typed variable's storage
     cdef object __weakref__
 
 
@@ -285,6 +298,13 @@ cdef class Container:
             owners = _owners(up, shared)
         if up.state != LIVE:
             raise ContainerClosedError(f"cannot create a child of closed {up!r}")
+        self._id = _next_id
+        _next_id += 1
+        self.area.row = take_row(self._id, shared) if enabled else -1
+        if up.state != LIVE:  # closed meanwhile: growing the typed storage ran Python code
+            release_row(self.area.row)
+            self.area.row = -1
+            raise ContainerClosedError(f"cannot create a child of closed {up!r}")
         cdef _Extra extra = None
         if name is not None or up is not _host or shared:
             extra = _Extra.__new__(_Extra)
@@ -300,8 +320,6 @@ cdef class Container:
             up_extra.children[self] = None
         self.extra = extra
         self.shares = owners is not None
-        self._id = _next_id
-        _next_id += 1
         _link(self)
         self.state = LIVE
 
@@ -367,6 +385,8 @@ cdef class Container:
         if self.state != LIVE:
             return
         self.state = CLOSING  # from here on, nothing can enter it or create children in it
+        if self.area.row >= 0:
+            close_row(self.area.row, self.shared)
         errors = []
         if self.extra is not None:
             for child in list(self.extra.children or ()):
@@ -484,6 +504,10 @@ cdef list _teardown(Container container, bint raise_errors):
     if container.extra is not None:
         container.extra.owners = None
         parent = container.extra.parent
+    cdef int row = container.area.row
+    if row >= 0:
+        container.area.row = -1
+        release_row(row)
     area_free(&container.area)
     _unlink(container)
     if parent is not _host and parent.extra.children is not None:
@@ -583,6 +607,7 @@ cdef inline Container _storage(Container c, str group):
 
 cdef Container _new_host():
     cdef Container c = Container.__new__(Container)
+    c.area.row = take_row(0, _NO_GROUPS)
     c.state = LIVE
     _link(c)
     return c
@@ -594,9 +619,11 @@ _next_id = 1
 host = _host
 
 
-def _release(Py_ssize_t slot, str name, ref):
+def _release(Py_ssize_t slot, str name, Column column, ref):
     """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
     cdef PyObject* value
+    if column is not None:
+        drop_column(column)
     if _by_name.get(name) is ref:
         del _by_name[name]
     _record_refs[slot] = None
@@ -611,7 +638,7 @@ def _release(Py_ssize_t slot, str name, ref):
 
 
 cdef _Record _declare(str name, str group, object default, bint has_default, object factory,
-                      object on_exit):
+                      object on_exit, object spec):
     ref = _by_name.get(name)
     cdef _Record record = ref() if ref is not None else None
     cdef Py_ssize_t slot
@@ -622,7 +649,9 @@ cdef _Record _declare(str name, str group, object default, bint has_default, obj
         record.group = group
         record.slot = slot
         record.seq = next(_declaration_seq)
-        ref = weakref.ref(record, functools.partial(_release, slot, name))
+        if spec is not None:
+            record.column = add_column(spec, group)
+        ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
         if slot == len(_record_refs):
             _record_refs.append(ref)
         else:
@@ -633,6 +662,10 @@ cdef _Record _declare(str name, str group, object default, bint has_default, obj
         raise ValueError(
             f"PerContainer {name!r} is already declared in group {record.group!r}; "
             f"a redeclaration must use the same group, not {group!r}")
+    else:
+        check_redeclaration(name, record.column.spec if record.column is not None else None, spec)
+        if spec is not None:
+            record.column.set_spec(spec)  # the same layout; new containers take the new default
     # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
     record.default = default
     record.has_default = has_default
@@ -651,7 +684,7 @@ cdef class _Pending:
 cdef dict _pending = {}
 
 
-cdef inline int _store(Container c, Py_ssize_t slot, object value) except -1:
+cdef inline int _store_value(Container c, Py_ssize_t slot, object value) except -1:
     """Put value at slot in c's area, dropping the old value last."""
     if c.state == DEAD:
         raise ContainerClosedError(f"cannot write in closed {c!r}")
@@ -663,18 +696,244 @@ cdef inline int _store(Container c, Py_ssize_t slot, object value) except -1:
     return 0
 
 
+# -- typed variables ----------------------------------------------------------------------------
+# A typed variable's copy in a container is plain memory: cell(column, owner's row). Reads box
+# it; writes convert and range-check first, in C for exact ints and floats, else through the
+# spec (_typed.TypedSpec, which also words every error), and only then find the storage: the
+# conversion may run Python code (an __index__), during which the container may close.
+
+cdef extern from *:
+    """
+    static inline int pc_add_ll(long long a, long long b, long long *out) {
+        return __builtin_add_overflow(a, b, out);
+    }
+    static inline int pc_add_ull(unsigned long long a, long long b, unsigned long long *out) {
+        unsigned long long down;
+        if (b >= 0) {
+            return __builtin_add_overflow(a, (unsigned long long)b, out);
+        }
+        down = (unsigned long long)(-(b + 1)) + 1u;
+        if (a < down) {
+            return 1;
+        }
+        *out = a - down;
+        return 0;
+    }
+    """
+    bint pc_add_ll(long long a, long long b, long long* out) noexcept
+    bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
+
+# Array adds read, compute in numpy and write: the lock makes that atomic among threads.
+cdef object _array_add_lock = threading.RLock()
+
+
+cdef inline Container _owner(PerContainer var, Container c):
+    """Return the container storing var's group for c (the current one, where none is shared)."""
+    return c if not c.shares else _storage(c, var.record.group)
+
+
+cdef Container _open_owner(PerContainer var, str what):
+    cdef Container owner = _owner(var, _current())
+    if owner.state == DEAD:
+        raise ContainerClosedError(f"{var.record.name!r} {what} in closed {owner!r}")
+    return owner
+
+
+cdef Column _typed_column(PerContainer var, str what):
+    if var.column is None:
+        raise TypeError(f"{what}() is for typed variables; declare {var.record.name!r} "
+                        "with dtype= to use it")
+    return var.column
+
+
+cdef inline long long _load_int(char* at, int kind, int itemsize) noexcept:
+    """Return an INT or UINT (below 8 bytes) copy."""
+    if kind == KIND_INT:
+        if itemsize == 8:
+            return (<int64_t*>at)[0]
+        if itemsize == 4:
+            return (<int32_t*>at)[0]
+        if itemsize == 2:
+            return (<int16_t*>at)[0]
+        return (<int8_t*>at)[0]
+    if itemsize == 4:
+        return (<uint32_t*>at)[0]
+    if itemsize == 2:
+        return (<uint16_t*>at)[0]
+    return (<uint8_t*>at)[0]
+
+
+cdef inline void _store_int(char* at, int itemsize, long long value) noexcept:
+    """Store an in-range INT or UINT (below 8 bytes) value."""
+    if itemsize == 8:
+        (<int64_t*>at)[0] = value
+    elif itemsize == 4:
+        (<uint32_t*>at)[0] = <uint32_t>value
+    elif itemsize == 2:
+        (<uint16_t*>at)[0] = <uint16_t>value
+    else:
+        (<uint8_t*>at)[0] = <uint8_t>value
+
+
+cdef object _read(Column column, char* at):
+    """Return a scalar copy as a Python int/float/bool."""
+    if column.kind == KIND_FLOAT:
+        return PyFloat_FromDouble((<double*>at)[0] if column.itemsize == 8 else (<float*>at)[0])
+    if column.kind == KIND_BOOL:
+        return at[0] != 0
+    if column.kind == KIND_UINT and column.itemsize == 8:
+        return PyLong_FromUnsignedLongLong((<uint64_t*>at)[0])
+    return PyLong_FromLongLong(_load_int(at, column.kind, column.itemsize))
+
+
+cdef int _write(Column column, char* at, object value) except -1:
+    """Store a value the spec converted (so of the right type and in range)."""
+    if column.kind == KIND_FLOAT:
+        if column.itemsize == 8:
+            (<double*>at)[0] = PyFloat_AsDouble(value)
+        else:
+            (<float*>at)[0] = <float>PyFloat_AsDouble(value)
+    elif column.kind == KIND_BOOL:
+        at[0] = value is True
+    elif column.kind == KIND_UINT and column.itemsize == 8:
+        (<uint64_t*>at)[0] = PyLong_AsUnsignedLongLong(value)
+    else:
+        _store_int(at, column.itemsize, PyLong_AsLongLong(value))
+    return 0
+
+
+cdef object _typed_get(PerContainer var, Container owner):
+    if owner.state == DEAD:
+        raise ContainerClosedError(f"{var.record.name!r} read in closed {owner!r}")
+    cdef Column column = var.column
+    if column.kind != KIND_VIEW:
+        return _read(column, cell(column, owner.area.row))
+    return _typed_view(var, owner)
+
+
+cdef object _typed_view(PerContainer var, Container owner):
+    """Return owner's view of an array or record variable, made once and kept in its area."""
+    cdef PyObject* held = area_get(&owner.area, var.slot)
+    if held != NULL:
+        return <object>held
+    view = make_row_view(var.column, owner.area.row)
+    if owner.state == DEAD:  # torn down while the view was made: it goes with the error
+        raise ContainerClosedError(f"{var.record.name!r} read in closed {owner!r}")
+    held = area_get(&owner.area, var.slot)
+    if held != NULL:  # another thread made one meanwhile
+        return <object>held
+    _store_value(owner, var.slot, view)
+    return view
+
+
+cdef int _typed_set(PerContainer var, object value) except -1:
+    cdef Column column = var.column
+    cdef long long number
+    cdef int overflow = 0
+    cdef Container owner
+    if column.kind == KIND_VIEW:
+        raw = column.spec.convert_array(value).tobytes()
+        owner = _open_owner(var, "set")
+        memcpy(cell(column, owner.area.row), <char*>raw, column.row_bytes)
+        return 0
+    if column.kind == KIND_FLOAT and column.itemsize == 8 and PyFloat_CheckExact(value):
+        owner = _open_owner(var, "set")
+        (<double*>cell(column, owner.area.row))[0] = PyFloat_AS_DOUBLE(value)
+        return 0
+    if (column.kind == KIND_INT or column.kind == KIND_UINT and column.itemsize < 8) \
+            and PyLong_CheckExact(value):
+        number = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and column.low <= number <= column.high:
+            owner = _open_owner(var, "set")
+            _store_int(cell(column, owner.area.row), column.itemsize, number)
+            return 0
+    value = column.spec.convert(value)  # raises TypeError or OverflowError, storing nothing
+    owner = _open_owner(var, "set")
+    _write(column, cell(column, owner.area.row), value)
+    return 0
+
+
+cdef object _typed_add(PerContainer var, object delta):
+    cdef Column column = var.column
+    cdef int kind = column.kind
+    if kind == KIND_VIEW:
+        return _view_add(var, delta)
+    if kind == KIND_BOOL:
+        return column.spec.add(False, delta)  # raises TypeError: bools take set()
+    if kind == KIND_FLOAT:
+        return _float_add(var, delta)
+    cdef long long step, now, new
+    cdef unsigned long long unsigned_new
+    cdef int overflow = 0
+    cdef char* at
+    if not PyLong_CheckExact(delta):
+        delta = column.spec.convert_delta(delta)
+    step = PyLong_AsLongLongAndOverflow(delta, &overflow)
+    if not overflow:
+        at = cell(column, _open_owner(var, "set").area.row)
+        if kind == KIND_UINT and column.itemsize == 8:
+            if not pc_add_ull((<uint64_t*>at)[0], step, &unsigned_new):
+                (<uint64_t*>at)[0] = unsigned_new
+                return PyLong_FromUnsignedLongLong(unsigned_new)
+        else:
+            now = _load_int(at, kind, column.itemsize)
+            if not pc_add_ll(now, step, &new) and column.low <= new <= column.high:
+                _store_int(at, column.itemsize, new)
+                return PyLong_FromLongLong(new)
+    # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
+    # still land in range (a uint64 brought down): Python ints, read and written apart.
+    result = column.spec.add(_read(column, cell(column, _open_owner(var, "set").area.row)), delta)
+    _write(column, cell(column, _open_owner(var, "set").area.row), result)
+    return result
+
+
+cdef object _float_add(PerContainer var, object delta):
+    cdef Column column = var.column
+    if not (PyFloat_CheckExact(delta) or PyLong_CheckExact(delta)):
+        delta = column.spec.convert_delta(delta)
+    cdef double step = PyFloat_AsDouble(delta)  # an int too large raises, storing nothing
+    cdef char* at = cell(column, _open_owner(var, "set").area.row)
+    cdef double new
+    if column.itemsize == 8:
+        new = (<double*>at)[0] + step
+        (<double*>at)[0] = new
+        return PyFloat_FromDouble(new)
+    new = (<float*>at)[0] + step
+    if isfinite(new) and not isfinite(<float>new):
+        column.spec.convert(new)  # raises OverflowError: beyond float32
+    (<float*>at)[0] = <float>new
+    return PyFloat_FromDouble((<float*>at)[0])
+
+
+cdef object _view_add(PerContainer var, object delta):
+    spec = var.column.spec
+    if spec.dtype.names is not None or spec.dtype.kind == "b":
+        spec.add_array(None, delta)  # raises TypeError: records and bools take set()
+    step = spec.convert_array(delta)
+    with _array_add_lock:
+        view = _typed_view(var, _open_owner(var, "set"))
+        view[...] = spec.add_array(view, step)
+    return view
+
+
 @cython.final
 cdef class PerContainer:
     """A module-level variable with one value per container, read through the current one."""
     cdef _Record record
     cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths
+    cdef Column column  # a copy of record.column: a typed variable's storage, else None
     cdef object __weakref__
 
-    def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None):
+    def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None,
+                 dtype=None, shape=()):
         cdef bint has_default = default is not _UNSET
-        check_declaration(name, default, has_default, factory, group, on_exit)
-        self.record = _declare(name, group, default, has_default, factory, on_exit)
+        cdef bint typed = dtype is not None  # a typed default is copied into each container
+        check_declaration(name, None if typed else default, has_default and not typed, factory,
+                          group, on_exit)
+        spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
+        self.record = _declare(name, group, default, has_default, factory, on_exit, spec)
         self.slot = self.record.slot
+        self.column = self.record.column
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -690,14 +949,27 @@ cdef class PerContainer:
         """The group that Container(share=...) names to share this variable with a parent."""
         return self.record.group
 
+    @property
+    def dtype(self):
+        """A typed variable's numpy dtype; None for an object variable."""
+        return None if self.column is None else self.column.spec.dtype
+
+    @property
+    def shape(self):
+        """A typed variable's shape (() for a scalar, and for an object variable)."""
+        return () if self.column is None else self.column.spec.shape
+
     def __repr__(self):
-        return f"<PerContainer {self.record.name!r} group={self.record.group!r}>"
+        typed = "" if self.column is None else f" dtype={self.column.spec.describe()}"
+        return f"<PerContainer {self.record.name!r} group={self.record.group!r}{typed}>"
 
     # -- reading ----------------------------------------------------------------------------
     def get(self):
         """Return the current container's value (running the factory once if needed)."""
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
+        if self.column is not None:
+            return _typed_get(self, _owner(self, <Container>c))
         if not (<Container>c).shares:
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
@@ -709,6 +981,8 @@ cdef class PerContainer:
         if not isinstance(container, Container):
             raise TypeError(f"of() takes a Container, not {type(container).__name__}")
         cdef Container c = _storage(<Container>container, self.record.group)
+        if self.column is not None:
+            return _typed_get(self, c)
         cdef PyObject* value = area_get(&c.area, self.slot)
         if value != NULL:
             return <object>value
@@ -757,7 +1031,7 @@ cdef class PerContainer:
                 if held != NULL:
                     installed = <object>held  # a set() meanwhile wins
                 else:
-                    _store(owner, self.slot, value)
+                    _store_value(owner, self.slot, value)
                     installed = value
         finally:
             del _pending[key]
@@ -772,11 +1046,14 @@ cdef class PerContainer:
     # -- writing ----------------------------------------------------------------------------
     def set(self, value):
         """Set the current container's value."""
+        if self.column is not None:
+            _typed_set(self, value)
+            return
         cdef PyObject* c = _current_ptr()
         if not (<Container>c).shares:
-            _store(<Container>c, self.slot, value)
+            _store_value(<Container>c, self.slot, value)
         else:
-            _store(_storage(<Container>c, self.record.group), self.slot, value)
+            _store_value(_storage(<Container>c, self.record.group), self.slot, value)
 
     @property
     def value(self):
@@ -789,6 +1066,8 @@ cdef class PerContainer:
 
     def add(self, delta=1):
         """Add delta to the current container's value and return the new value."""
+        if self.column is not None:
+            return _typed_add(self, delta)
         cdef PyObject* current = _current_ptr()
         cdef PyObject* held
         if not (<Container>current).shares:
@@ -798,16 +1077,24 @@ cdef class PerContainer:
                     return <object>held
                 new = <object>held + delta
                 # Atomic with the read for built-in numbers (their + runs no Python code).
-                _store(<Container>current, self.slot, new)
+                _store_value(<Container>current, self.slot, new)
                 return new
         cdef Container c = _storage(<Container>current, self.record.group)
         held = area_get(&c.area, self.slot)
         new = (<object>held if held != NULL else self._miss(c)) + delta
-        _store(c, self.slot, new)
+        _store_value(c, self.slot, new)
         return new
 
     def reset(self):
-        """Make the variable unset again in the current container."""
+        """Make the variable unset again in the current container (a typed one: its default)."""
+        cdef char* at
+        if self.column is not None:
+            at = cell(self.column, _open_owner(self, "reset").area.row)
+            if self.column.fill is None:
+                memset(at, 0, self.column.row_bytes)
+            else:
+                memcpy(at, <char*>self.column.fill, self.column.row_bytes)
+            return
         cdef Container c = _storage(_current(), self.record.group)
         if c.state == DEAD:
             raise ContainerClosedError(f"{self.record.name!r} reset in closed {c!r}")
@@ -817,6 +1104,10 @@ cdef class PerContainer:
     def items(self):
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
+        if self.column is not None:
+            group = self.record.group
+            return [(c, _typed_get(self, c)) for c in _snapshot(True)
+                    if _storage(<Container>c, group) is c]
         pairs = []
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
@@ -827,20 +1118,43 @@ cdef class PerContainer:
     def sum(self):
         """Return the total of the values over all live containers (0 if none is set)."""
         cdef PyObject* value
-        total = 0
+        if self.column is not None:
+            return total(self.column, held_rows())
+        result = 0
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
-                total = total + <object>value
-        return total
+                result = result + <object>value
+        return result
+
+    def values(self):
+        """Return a typed variable's values, one row per live container storing it."""
+        return values(_typed_column(self, "values"), mask(self.record.group), ident_column())
+
+    def min(self):
+        """Return the least value over the live containers storing the typed variable."""
+        return minimum(_typed_column(self, "min"), mask(self.record.group))
+
+    def max(self):
+        """Return the greatest value over the live containers storing the typed variable."""
+        return maximum(_typed_column(self, "max"), mask(self.record.group))
+
+    def mean(self):
+        """Return the mean over the live containers storing the typed variable (a float)."""
+        return mean(_typed_column(self, "mean"), mask(self.record.group), held_rows())
 
 
-def per_container(fn=None, /, *, name=None, group="default", on_exit=None):
-    """Declare a per-container variable whose value the decorated function makes."""
+def per_container(fn=None, /, *, name=None, group="default", on_exit=None, dtype=None,
+                  shape=()):
+    """Declare a per-container variable whose value the decorated function makes (with dtype=,
+    a typed variable whose default the function returns, called once, now)."""
 
     def declare(factory):
-        return PerContainer(decorated_name(factory, name), factory=factory, group=group,
-                            on_exit=on_exit)
+        var_name = decorated_name(factory, name)
+        if dtype is not None:
+            return PerContainer(var_name, default=factory(), group=group, on_exit=on_exit,
+                                dtype=dtype, shape=shape)
+        return PerContainer(var_name, factory=factory, group=group, on_exit=on_exit, shape=shape)
 
     return declare if fn is None else declare(fn)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._typed import Leases, TypedSpec, chunk_rows, locate, make_view
+from ._typed import ZEROS, Leases, TypedSpec, chunk_rows, locate, make_view
 
 
 class Column:
@@ -55,7 +55,7 @@ class Column:
 
 
 def _mask() -> Column:
-    return Column(TypedSpec(np.bool_, (), False), "")
+    return Column(TypedSpec(np.bool_, (), ZEROS), "")
 
 
 class RowSpace:
@@ -67,7 +67,7 @@ class RowSpace:
         self.chunk_count = 0
         self.columns: list[Column] = []  # the typed variables' columns and the masks below
         self.live = self._add(_mask())  # rows of live containers
-        self.ident = self._add(Column(TypedSpec(np.uint64, (), 0), ""))  # container id: order
+        self.ident = self._add(Column(TypedSpec(np.uint64, (), ZEROS), ""))  # container id: order
         self.stores: dict[str, Column] = {}  # group -> rows of live containers storing it
         self.top = 0  # rows ever taken
         self.free: list[int] = []  # zeroed rows to reuse, last freed first

@@ -38,6 +38,8 @@ MAX_CHUNK_ROWS = 65536  # ... up to this size, which every later chunk keeps
 _DOUBLINGS = 10  # chunk 10 is the first of MAX_CHUNK_ROWS rows
 _GEOMETRIC_ROWS = FIRST_CHUNK_ROWS * ((1 << _DOUBLINGS) - 1)  # rows in chunks 0..9
 
+#: The default of a typed variable declared without one: zeros of its dtype (False, 0, 0.0).
+ZEROS: Any = type("Zeros", (), {"__repr__": lambda self: "<zeros>"})()
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The dtype kinds of values an array variable of each kind takes (bool, int, uint, float).
 _TAKES = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}
@@ -102,11 +104,13 @@ class TypedSpec:
         scalar = not self.shape and self.dtype.names is None
         self.kind = {"i": INT, "u": UINT, "f": FLOAT, "b": BOOL}[self.dtype.kind] if scalar else VIEW
         self.low, self.high = 0, 0
-        if self.kind in (INT, UINT):
+        if self.dtype.kind in "iu":
             info = np.iinfo(self.dtype)
             self.low, self.high = int(info.min), int(info.max)
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
-        if scalar:
+        if default is ZEROS:
+            value = np.zeros(self.shape, self.dtype)
+        elif scalar:
             value = np.array(self.convert(default), dtype=self.dtype)
         else:
             value = self.convert_array(default)
@@ -176,8 +180,11 @@ class TypedSpec:
             source = np.asarray(value)
         except (TypeError, ValueError) as error:
             raise TypeError(f"{value!r} is not an array of numbers: {error}") from None
-        if source.dtype.kind == "O" and all(isinstance(v, int) for v in source.flat):
-            raise OverflowError(f"{value!r} does not fit a {self.dtype} variable")
+        if source.dtype.kind == "O" and source.size and all(
+                isinstance(v, int) for v in source.flat):  # Python ints beyond 64 bits, or sums
+            if self.dtype.kind in "iu" and not all(self.low <= v <= self.high for v in source.flat):
+                raise OverflowError(f"{value!r} does not fit a {self.dtype} variable")
+            source = source.astype(self.dtype if self.dtype.kind in "iu" else np.float64)
         if source.dtype.kind not in _TAKES[self.dtype.kind]:
             raise TypeError(f"a {self.describe()} variable does not take values of dtype "
                             f"{source.dtype} (storing them would change their kind)")
@@ -221,7 +228,7 @@ def spec_for(name: str, dtype: object, shape: object, default: object, has_defau
     if factory is not None or on_exit is not None:
         raise TypeError(f"PerContainer {name!r}: a typed variable (dtype=) takes default=, "
                         "not factory= or on_exit= (its copies are plain memory, not objects)")
-    return TypedSpec(dtype, shape, default if has_default else 0)
+    return TypedSpec(dtype, shape, default if has_default else ZEROS)
 
 
 def check_redeclaration(name: str, had: TypedSpec | None, spec: TypedSpec | None) -> None:

@@ -1,0 +1,64 @@
+# cython: language_level=3
+"""The compiled core's typed storage: a row for every container, a column for every typed
+variable. _typed.py describes the layout; _rows_py.py is the readable reference."""
+
+from libc.stdint cimport uint64_t
+
+cdef enum:
+    # What get() returns, as in _typed.py (INT, UINT, FLOAT, BOOL, VIEW).
+    KIND_INT = 0
+    KIND_UINT = 1
+    KIND_FLOAT = 2
+    KIND_BOOL = 3
+    KIND_VIEW = 4
+    # The chunk geometry, as in _typed.py: 64 rows, doubling up to 65536, then 65536 each.
+    FIRST_CHUNK_ROWS = 64
+    DOUBLINGS = 10
+    GEOMETRIC_ROWS = 64 * 1023
+    MAX_CHUNK_SHIFT = 16
+
+cdef extern from *:
+    """
+    static inline int pc_top_bit(unsigned long long x) { return 63 - __builtin_clzll(x); }
+    """
+    int pc_top_bit(unsigned long long x) noexcept
+
+
+cdef class Column:
+    cdef readonly object spec  # the _typed.TypedSpec
+    cdef readonly str group
+    cdef readonly list chunks  # numpy arrays; they never move, so `bases` stays valid
+    cdef char** bases  # chunks[k]'s data, for the hot paths
+    cdef Py_ssize_t row_bytes
+    cdef int kind
+    cdef int itemsize
+    cdef long long low  # the range of INT and UINT columns (UINT64: unused)
+    cdef long long high
+    cdef bytes fill  # the default's bytes; None when they are all zero
+
+    cdef int grow_to(self, Py_ssize_t count) except -1
+    cdef int set_spec(self, object spec) except -1
+
+
+cdef inline char* cell(Column column, Py_ssize_t row) noexcept:
+    """Return the address of row's copy: chunk k, index i, as _typed.locate()."""
+    cdef Py_ssize_t k, index
+    if row < GEOMETRIC_ROWS:
+        k = pc_top_bit((row >> 6) + 1)
+        index = row - FIRST_CHUNK_ROWS * ((<Py_ssize_t>1 << k) - 1)
+    else:
+        index = row - GEOMETRIC_ROWS
+        k = DOUBLINGS + (index >> MAX_CHUNK_SHIFT)
+        index &= (1 << MAX_CHUNK_SHIFT) - 1
+    return column.bases[k] + index * column.row_bytes
+
+
+cdef int take_row(uint64_t ident, frozenset shared) except -1
+cdef int close_row(int row, frozenset shared) except -1
+cdef int release_row(int row) except -1
+cdef Column add_column(object spec, str group)
+cdef int drop_column(Column column) except -1
+cdef Column mask(str group)
+cdef Column ident_column()
+cdef list held_rows()
+cdef object make_row_view(Column column, int row)

@@ -1,0 +1,205 @@
+# cython: language_level=3, embedsignature=True
+# cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""The compiled core's typed storage; _rows_py.py is the same in Python, and the reference.
+
+Taking, closing and releasing a row run no Python code but when the storage grows (a numpy
+allocation per column), so they are atomic under the GIL; growth is written so that a
+reentrant or concurrent call only finds some columns grown already.
+"""
+
+cimport cython
+from cpython.long cimport PyLong_AsVoidPtr
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from ._typed import ZEROS, Leases, TypedSpec, chunk_rows, chunk_start, make_view
+
+
+@cython.final
+cdef class Column:
+    """One typed variable's copies (or a row mask): chunk k holds chunk_rows(k) rows."""
+
+    def __dealloc__(self):
+        PyMem_Free(self.bases)
+
+    cdef int grow_to(self, Py_ssize_t count) except -1:
+        """Add zeroed chunks until there are `count`."""
+        cdef Py_ssize_t k
+        cdef char** bases
+        while len(self.chunks) < count:
+            k = len(self.chunks)
+            chunk = np.zeros((chunk_rows(k),) + self.spec.shape, self.spec.dtype)
+            if len(self.chunks) != k:  # grown meanwhile (the allocation can run Python code)
+                continue
+            bases = <char**>PyMem_Realloc(self.bases, (k + 1) * sizeof(char*))
+            if bases == NULL:
+                raise MemoryError()
+            self.bases = bases
+            self.bases[k] = <char*>PyLong_AsVoidPtr(chunk.__array_interface__["data"][0])
+            self.chunks.append(chunk)
+        return 0
+
+    cdef int set_spec(self, object spec) except -1:
+        """Take a spec of the same layout (a redeclaration's new default)."""
+        self.spec = spec
+        self.row_bytes = spec.row_bytes
+        self.kind = spec.kind
+        self.itemsize = spec.dtype.itemsize
+        self.low = spec.low if spec.low >= -(1 << 63) else 0
+        self.high = spec.high if spec.high < (1 << 63) else 0
+        self.fill = spec.default_bytes
+        return 0
+
+
+cdef Column _new_column(object spec, str group):
+    cdef Column column = Column.__new__(Column)
+    column.group = group
+    column.chunks = []
+    column.set_spec(spec)
+    return column
+
+
+cdef list _columns = []  # the typed variables' columns and the masks below
+cdef Py_ssize_t _chunk_count = 0
+cdef Py_ssize_t _capacity = 0  # rows in _chunk_count chunks
+cdef Py_ssize_t _top = 0  # rows ever taken
+cdef list _free = []  # zeroed rows to reuse, last freed first
+cdef dict _closed = {}  # closed, not torn down: row -> the container's shared groups
+cdef dict _stores = {}  # group -> mask of the rows of live containers storing it themselves
+
+
+cdef Column _add(Column column):
+    column.grow_to(_chunk_count)
+    _columns.append(column)
+    return column
+
+
+cdef Column _new_mask():
+    return _add(_new_column(TypedSpec(np.bool_, (), ZEROS), ""))
+
+
+cdef Column _live = _new_mask()  # rows of live containers
+cdef Column _ident = _add(_new_column(TypedSpec(np.uint64, (), ZEROS), ""))  # ids: values() order
+
+
+def _reuse(int row):
+    """A torn-down row's last view died: zero it again (the view may have written) and reuse."""
+    _zero(row)
+    _free.append(row)
+
+
+cdef object _leases = Leases(_reuse)
+
+
+cdef Column mask(str group):
+    """Return the mask of rows whose live container stores `group` itself."""
+    cdef object found = _stores.get(group)
+    return _live if found is None else <Column>found
+
+
+cdef Column ident_column():
+    return _ident
+
+
+cdef list held_rows():
+    """Rows that hold data but no live container: see _typed.total()."""
+    return [*_closed, *_leases.waiting]
+
+
+cdef Column add_column(object spec, str group):
+    """Make a typed variable's column, at its default in every container storing it."""
+    cdef Column column = _add(_new_column(spec, group))
+    if column.fill is not None:
+        for chunk, selected in zip(column.chunks, mask(group).chunks):
+            chunk[selected] = spec.default
+        for row, shared in list(_closed.items()):
+            if group not in shared:
+                memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
+    return column
+
+
+cdef int drop_column(Column column) except -1:
+    """Forget a dead variable's column (views of it keep its chunks alive)."""
+    _columns.remove(column)
+    return 0
+
+
+cdef int _grow() except -1:
+    global _chunk_count, _capacity
+    cdef Py_ssize_t count = _chunk_count + 1
+    cdef Py_ssize_t i = 0
+    while i < len(_columns):  # re-read: a column declared meanwhile is grown too
+        (<Column>_columns[i]).grow_to(count)
+        i += 1
+    if count > _chunk_count:
+        _chunk_count = count
+        _capacity = chunk_start(count)
+    return 0
+
+
+cdef int take_row(uint64_t ident, frozenset shared) except -1:
+    """Return a zeroed row for a new live container, at the defaults where it stores."""
+    global _top
+    cdef Column column
+    cdef int row
+    for group in shared:
+        if group not in _stores:  # from now on this group has its own mask
+            new_mask = _new_mask()
+            for chunk, live in zip(new_mask.chunks, _live.chunks):
+                chunk[:] = live
+            if group in _stores:  # made meanwhile (the allocation can run Python code)
+                _columns.remove(new_mask)
+            else:
+                _stores[group] = new_mask
+    # From here on no Python code runs but in _grow(), after which the state is read anew.
+    if _free:
+        row = _free.pop()
+    else:
+        while _top >= _capacity:
+            _grow()
+        row = _top
+        _top += 1
+    for column in _columns:
+        if column.fill is not None and (not shared or column.group not in shared):
+            memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
+    cell(_live, row)[0] = 1
+    (<uint64_t*>cell(_ident, row))[0] = ident
+    for group, stores in _stores.items():
+        cell(<Column>stores, row)[0] = group not in shared
+    return row
+
+
+cdef int close_row(int row, frozenset shared) except -1:
+    """Take a closed container's row out of the live rows (its values stay until teardown)."""
+    cell(_live, row)[0] = 0
+    for stores in _stores.values():
+        cell(<Column>stores, row)[0] = 0
+    _closed[row] = shared
+    return 0
+
+
+cdef int release_row(int row) except -1:
+    """Zero a torn-down container's row; reuse it once no view of it is left."""
+    _closed.pop(row, None)
+    _zero(row)
+    if row in _leases.refs:
+        _leases.waiting.add(row)
+    else:
+        _free.append(row)
+    return 0
+
+
+cdef void _zero(int row) noexcept:
+    cdef Column column
+    for column in _columns:
+        memset(cell(column, row), 0, column.row_bytes)
+
+
+cdef object make_row_view(Column column, int row):
+    """Return a new view of a row's copy; the row is not reused while one is alive."""
+    view, lease = make_view(column, row)
+    _leases.add(row, lease)
+    return view
