@@ -218,6 +218,60 @@ def memory_rows(pc: ModuleType, count: int = 10_000, fields: int = 20) -> list[R
                 ours / count, theirs / count, 1.25, "B")]
 
 
+def typed_rows(pc: ModuleType, number: int, repeats: int, containers: int = 100_000,
+               counters: int = 10) -> list[Row]:
+    """Typed variables: get and add against an object variable, the sum over 100,000
+    containers against a Python sum over structs, and the memory of 10 int64 counters."""
+    import numpy as np
+
+    typed = pc.PerContainer("bench.ratios.typed", dtype=np.int64)
+    plain = pc.PerContainer("bench.ratios.plain", default=0)
+    typed.set(12_345)
+    plain.set(12_345)
+    t = interleaved_min({"typed.get": "t.get()", "plain.get": "v.get()",
+                         "typed.add": "t.add(1)", "plain.add": "v.add(1)"},
+                        {"t": typed, "v": plain}, number, repeats)
+    rows = [Row("typed `t.get()` vs object `v.get()`", t["typed.get"], t["plain.get"], 1.1, "ns"),
+            Row("typed `t.add(1)` vs object `v.add(1)`", t["typed.add"], t["plain.add"], 1.0,
+                "ns")]
+
+    hits = [pc.PerContainer(f"bench.ratios.hits.{i}", dtype=np.int64) for i in range(counters)]
+    struct_cls = slots_class(counters)
+
+    def make_containers() -> list[Any]:
+        made = []
+        for n in range(containers):
+            container = pc.Container()
+            with container:
+                for i, counter in enumerate(hits):
+                    counter.set(1_000 + n * counters + i)
+            made.append(container)
+        return made
+
+    def make_structs() -> list[Any]:
+        made = []
+        for n in range(containers):
+            struct = struct_cls()
+            for i in range(counters):
+                setattr(struct, f"f{i}", 1_000 + n * counters + i)  # distinct ints, not cached
+            made.append(struct)
+        return made
+
+    ours, made = traced_bytes(make_containers)
+    theirs, structs = traced_bytes(make_structs)
+    rows.append(Row(f"memory, {containers:,} containers x {counters} int64 counters vs "
+                    f"`__slots__` objects of {counters} ints (per container)",
+                    ours / containers, theirs / containers, 0.6, "B"))
+    t = interleaved_min({"sum": "hits.sum()", "python": "sum(t.f0 for t in structs)"},
+                        {"hits": hits[0], "structs": structs}, 1, repeats)
+    rows.append(Row(f"`counter.sum()` over {containers:,} containers vs Python `sum()` over "
+                    "structs", t["sum"] / 1e3, t["python"] / 1e3, 0.05, "µs"))
+    for container in made:
+        container.close()
+    typed.reset()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--twin", choices=["c", "py"], default="c")
@@ -230,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += speed_rows(pc, number, repeats)
     rows += scale_rows(pc, 3 if args.quick else 9)
     rows += memory_rows(pc)
+    rows += typed_rows(pc, number, repeats)
     print(f"percontainer core goals, twin={args.twin}, enabled={pc.ENABLED}, "
           f"Python {sys.version.split()[0]}; min of {repeats} interleaved repeats\n")
     print("| measure | percontainer | reference | ratio | goal | |")

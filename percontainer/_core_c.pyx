@@ -786,8 +786,10 @@ cdef object _read(Column column, char* at):
     return PyLong_FromLongLong(_load_int(at, column.kind, column.itemsize))
 
 
-cdef int _write(Column column, char* at, object value) except -1:
-    """Store a value the spec converted (so of the right type and in range)."""
+cdef int _write(Column column, Container owner, object value) except -1:
+    """Store a value the spec converted (so of the right type and in range) in owner's row."""
+    column.note(value)  # before `at`: it runs Python code
+    cdef char* at = cell(column, owner.area.row)
     if column.kind == KIND_FLOAT:
         if column.itemsize == 8:
             (<double*>at)[0] = PyFloat_AsDouble(value)
@@ -849,7 +851,7 @@ cdef int _typed_set(PerContainer var, object value) except -1:
             return 0
     value = column.spec.convert(value)  # raises TypeError or OverflowError, storing nothing
     owner = _open_owner(var, "set")
-    _write(column, cell(column, owner.area.row), value)
+    _write(column, owner, value)
     return 0
 
 
@@ -872,7 +874,8 @@ cdef object _typed_add(PerContainer var, object delta):
     if not overflow:
         at = cell(column, _open_owner(var, "set").area.row)
         if kind == KIND_UINT and column.itemsize == 8:
-            if not pc_add_ull((<uint64_t*>at)[0], step, &unsigned_new):
+            if not pc_add_ull((<uint64_t*>at)[0], step, &unsigned_new) and (
+                    column.high < 0 or unsigned_new <= <unsigned long long>column.high):
                 (<uint64_t*>at)[0] = unsigned_new
                 return PyLong_FromUnsignedLongLong(unsigned_new)
         else:
@@ -883,7 +886,7 @@ cdef object _typed_add(PerContainer var, object delta):
     # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
     # still land in range (a uint64 brought down): Python ints, read and written apart.
     result = column.spec.add(_read(column, cell(column, _open_owner(var, "set").area.row)), delta)
-    _write(column, cell(column, _open_owner(var, "set").area.row), result)
+    _write(column, _open_owner(var, "set"), result)
     return result
 
 

@@ -27,22 +27,31 @@ cdef extern from *:
 cdef class Column:
     cdef readonly object spec  # the _typed.TypedSpec
     cdef readonly str group
-    cdef readonly list chunks  # numpy arrays; they never move, so `bases` stays valid
+    cdef readonly list chunks  # numpy arrays: [flat] for a scalar; chunks that never move
     cdef char** bases  # chunks[k]'s data, for the hot paths
     cdef Py_ssize_t row_bytes
     cdef int kind
     cdef int itemsize
-    cdef long long low  # the range of INT and UINT columns (UINT64: unused)
+    cdef readonly bint wide  # a 64-bit scalar column once held a value beyond _typed.NARROW
+    # The values an INT or UINT column's fast paths store: its dtype's range, but for a 64-bit
+    # column not wide yet, the narrow range, so that the first wide value takes the slow path
+    # (a wide uint64 column: high = -1, no limit).
+    cdef long long low
     cdef long long high
     cdef bytes fill  # the default's bytes; None when they are all zero
 
-    cdef int grow_to(self, Py_ssize_t count) except -1
+    cdef int grow_to(self, Py_ssize_t chunk_count) except -1
     cdef int set_spec(self, object spec) except -1
+    cdef int note(self, object value) except -1
+    cdef int _set_range(self) except -1
 
 
 cdef inline char* cell(Column column, Py_ssize_t row) noexcept:
-    """Return the address of row's copy: chunk k, index i, as _typed.locate()."""
+    """Return the address of row's copy: in the flat array, or chunk k, index i, as
+    _typed.locate(). Valid until Python code runs (a flat array can be reallocated)."""
     cdef Py_ssize_t k, index
+    if column.kind != KIND_VIEW:
+        return column.bases[0] + row * column.row_bytes
     if row < GEOMETRIC_ROWS:
         k = pc_top_bit((row >> 6) + 1)
         index = row - FIRST_CHUNK_ROWS * ((<Py_ssize_t>1 << k) - 1)

@@ -15,21 +15,39 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._typed import ZEROS, Leases, TypedSpec, chunk_rows, chunk_start, make_view
+from ._typed import (NARROW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start, make_view,
+                     pieces)
 
 
 @cython.final
 cdef class Column:
-    """One typed variable's copies (or a row mask): chunk k holds chunk_rows(k) rows."""
+    """One typed variable's copies (or a row mask): one flat array for a scalar, chunks that
+    never move for an array or record (see _typed.py)."""
 
     def __dealloc__(self):
         PyMem_Free(self.bases)
 
-    cdef int grow_to(self, Py_ssize_t count) except -1:
-        """Add zeroed chunks until there are `count`."""
-        cdef Py_ssize_t k
+    cdef int grow_to(self, Py_ssize_t chunk_count) except -1:
+        """Make room for the rows of `chunk_count` chunks (zeroed)."""
+        cdef Py_ssize_t k, rows = chunk_start(chunk_count)
         cdef char** bases
-        while len(self.chunks) < count:
+        if self.kind != KIND_VIEW:
+            if self.chunks and len(self.chunks[0]) >= rows:
+                return 0
+            flat = np.zeros(rows, self.spec.dtype)
+            grown = [flat]
+            if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile (Python code ran)
+                return 0
+            if self.bases == NULL:
+                self.bases = <char**>PyMem_Realloc(NULL, sizeof(char*))
+                if self.bases == NULL:
+                    raise MemoryError()
+            else:  # copy and switch with no Python code between: no write can fall between
+                memcpy(_data(flat), self.bases[0], len(self.chunks[0]) * self.row_bytes)
+            self.bases[0] = _data(flat)
+            self.chunks = grown
+            return 0
+        while len(self.chunks) < chunk_count:
             k = len(self.chunks)
             chunk = np.zeros((chunk_rows(k),) + self.spec.shape, self.spec.dtype)
             if len(self.chunks) != k:  # grown meanwhile (the allocation can run Python code)
@@ -38,7 +56,7 @@ cdef class Column:
             if bases == NULL:
                 raise MemoryError()
             self.bases = bases
-            self.bases[k] = <char*>PyLong_AsVoidPtr(chunk.__array_interface__["data"][0])
+            self.bases[k] = _data(chunk)
             self.chunks.append(chunk)
         return 0
 
@@ -48,10 +66,34 @@ cdef class Column:
         self.row_bytes = spec.row_bytes
         self.kind = spec.kind
         self.itemsize = spec.dtype.itemsize
-        self.low = spec.low if spec.low >= -(1 << 63) else 0
-        self.high = spec.high if spec.high < (1 << 63) else 0
         self.fill = spec.default_bytes
+        self._set_range()
+        if self.kind != KIND_VIEW:
+            self.note(spec.default.item())
         return 0
+
+    cdef int note(self, object value) except -1:
+        """Mark the column wide if value, about to be stored, is (see _typed.NARROW)."""
+        if not self.wide and self.itemsize == 8 and (self.kind == KIND_INT or
+                                                     self.kind == KIND_UINT):
+            if not -NARROW < value < NARROW:
+                self.wide = True
+                self._set_range()
+        return 0
+
+    cdef int _set_range(self) except -1:
+        if self.kind == KIND_UINT and self.itemsize == 8:  # high < 0: no limit
+            self.low, self.high = 0, (-1 if self.wide else NARROW - 1)
+        elif self.kind == KIND_INT or self.kind == KIND_UINT:
+            if self.itemsize == 8 and not self.wide:
+                self.low, self.high = -(NARROW - 1), NARROW - 1
+            else:
+                self.low, self.high = self.spec.low, self.spec.high
+        return 0
+
+
+cdef inline char* _data(object array) except NULL:
+    return <char*>PyLong_AsVoidPtr(array.__array_interface__["data"][0])
 
 
 cdef Column _new_column(object spec, str group):
@@ -113,7 +155,7 @@ cdef Column add_column(object spec, str group):
     """Make a typed variable's column, at its default in every container storing it."""
     cdef Column column = _add(_new_column(spec, group))
     if column.fill is not None:
-        for chunk, selected in zip(column.chunks, mask(group).chunks):
+        for chunk, selected in pieces(column, mask(group)):
             chunk[selected] = spec.default
         for row, shared in list(_closed.items()):
             if group not in shared:

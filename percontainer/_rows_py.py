@@ -9,49 +9,74 @@ from typing import Any
 
 import numpy as np
 
-from ._typed import ZEROS, Leases, TypedSpec, chunk_rows, locate, make_view
+from ._typed import (INT, NARROW, UINT, VIEW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start,
+                     locate, make_view, pieces)
 
 
 class Column:
-    """One typed variable's copies (or a row mask): chunk k holds chunk_rows(k) rows."""
+    """One typed variable's copies (or a row mask): one flat array for a scalar, chunks that
+    never move for an array or record (see _typed.py)."""
 
-    __slots__ = ("spec", "group", "chunks")
+    __slots__ = ("spec", "group", "chunks", "wide")
 
     def __init__(self, spec: TypedSpec, group: str) -> None:
         self.spec = spec
         self.group = group
         self.chunks: list[np.ndarray[Any, Any]] = []
+        self.wide = _is_wide(spec, spec.default)  # see _typed.NARROW
 
-    def grow_to(self, count: int) -> None:
-        """Add zeroed chunks until there are `count`."""
-        while len(self.chunks) < count:
-            rows = chunk_rows(len(self.chunks))
-            self.chunks.append(np.zeros((rows, *self.spec.shape), self.spec.dtype))
+    def grow_to(self, chunk_count: int) -> None:
+        """Make room for the rows of `chunk_count` chunks (zeroed)."""
+        shape, dtype = self.spec.shape, self.spec.dtype
+        if self.spec.kind != VIEW:
+            rows = chunk_start(chunk_count)
+            if not self.chunks or len(self.chunks[0]) < rows:
+                flat = np.zeros(rows, dtype)
+                if self.chunks:
+                    flat[:len(self.chunks[0])] = self.chunks[0]
+                self.chunks = [flat]
+            return
+        while len(self.chunks) < chunk_count:
+            self.chunks.append(np.zeros((chunk_rows(len(self.chunks)), *shape), dtype))
+
+    def _at(self, row: int) -> tuple[np.ndarray[Any, Any], int]:
+        if self.spec.kind != VIEW:
+            return self.chunks[0], row
+        k, index = locate(row)
+        return self.chunks[k], index
 
     def read(self, row: int) -> Any:
         """Return a row's scalar as a Python int/float/bool."""
-        k, index = locate(row)
-        return self.chunks[k].item(index)
+        chunk, index = self._at(row)
+        return chunk.item(index)
 
     def write(self, row: int, value: Any) -> None:
         """Store a checked value (or array) in a row."""
-        k, index = locate(row)
-        self.chunks[k][index] = value
+        chunk, index = self._at(row)
+        chunk[index] = value
+        if not self.wide and _is_wide(self.spec, value):
+            self.wide = True
 
     def clear(self, row: int) -> None:
         """Zero a row."""
-        k, index = locate(row)
-        self.chunks[k][index] = np.zeros((), self.spec.dtype)
+        chunk, index = self._at(row)
+        chunk[index] = np.zeros((), self.spec.dtype)
 
     def fill(self, rows: Iterable[int] | Column) -> None:
         """Write the default into the given rows, or into the rows a mask column selects."""
         value = self.spec.default
         if isinstance(rows, Column):
-            for chunk, selected in zip(self.chunks, rows.chunks):
+            for chunk, selected in pieces(self, rows):
                 chunk[selected] = value
         else:
             for row in rows:
                 self.write(row, value)
+
+
+def _is_wide(spec: TypedSpec, value: Any) -> bool:
+    """Return True for a 64-bit scalar value of magnitude NARROW or more (see _typed.total)."""
+    return (spec.kind in (INT, UINT) and spec.dtype.itemsize == 8
+            and not -NARROW < int(value) < NARROW)
 
 
 def _mask() -> Column:
@@ -130,7 +155,7 @@ class RowSpace:
             return row
 
     def _capacity(self) -> int:
-        return sum(chunk_rows(k) for k in range(self.chunk_count))
+        return chunk_start(self.chunk_count)
 
     def close(self, row: int, shared: frozenset[str]) -> None:
         """Take a closed container's row out of the live rows (its values stay until teardown)."""

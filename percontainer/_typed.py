@@ -1,13 +1,18 @@
 """Typed variables, shared by both cores: the dtype spec, value checks, storage geometry and
 the numpy reductions across containers.
 
-Storage is the kernel's per-cpu chunk turned on its side. Every container holds a *row* (its
-index in the typed storage, fixed for its life); every typed variable owns a *column*: a list
-of numpy *chunks*, chunk k holding `chunk_rows(k)` rows of the variable's dtype and shape. A
-container's copy of a variable is column.chunks[k][i] for (k, i) = locate(row). Chunks are
-added as containers come, never moved or resized, so a view into one stays valid; and a
-variable's copies across all containers are a few contiguous arrays, so one numpy call per
-chunk reduces them (the kernel's percpu_counter sum, without a loop over containers).
+Storage is the kernel's per-cpu area turned on its side. Every container holds a *row* (its
+index in the typed storage, fixed for its life); every typed variable owns a *column* holding
+its copy for every row, so one numpy call reduces a variable across all containers (the
+kernel's percpu_counter sum, without a loop over containers).
+
+- An array or record variable (kind VIEW) hands out numpy views of its copies, so its column
+  is a list of *chunks* that never move: chunk k holds `chunk_rows(k)` rows, and a
+  container's copy is chunks[k][i] for (k, i) = locate(row). Chunks are added as containers
+  come; a view stays valid for the container's life.
+- A scalar variable never hands out its memory (get() returns a Python number), so its column
+  is one flat array, chunks == [flat], reallocated (copied under the GIL or the twin's lock)
+  as rows are added; a sum is one numpy call. The masks (live rows, ids) are scalar columns.
 
 Invariant the fast sum relies on: a row that is not in use by a live container that stores
 the column's group is all zeros, except the rows of closed containers not yet torn down and
@@ -18,7 +23,7 @@ them.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -26,8 +31,8 @@ import numpy as np
 
 __all__ = [
     "BOOL", "FLOAT", "INT", "UINT", "VIEW", "FIRST_CHUNK_ROWS", "MAX_CHUNK_ROWS", "Leases",
-    "TypedSpec", "check_redeclaration", "chunk_rows", "chunk_start", "locate", "make_view", "maximum", "mean",
-    "minimum", "spec_for", "total", "values",
+    "NARROW", "TypedSpec", "check_redeclaration", "chunk_rows", "chunk_start", "locate", "make_view", "maximum", "mean",
+    "minimum", "pieces", "spec_for", "total", "values",
 ]
 
 # What get() returns: a Python scalar of the kind, or (VIEW) a numpy view of the copy.
@@ -249,6 +254,8 @@ class Column(Protocol):
     def spec(self) -> TypedSpec: ...
     @property
     def chunks(self) -> list[np.ndarray[Any, Any]]: ...
+    @property
+    def wide(self) -> bool: ...
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -297,22 +304,40 @@ class Leases:
 
 
 # -- across containers ---------------------------------------------------------------------------
-def _masked(column: Column, mask: Column) -> Iterable[tuple[np.ndarray[Any, Any], Any]]:
-    """Yield (chunk, mask chunk shaped to broadcast over the chunk's value axes)."""
-    ndim = len(column.spec.shape)
-    chunks, masks = list(column.chunks), list(mask.chunks)  # growth may append meanwhile
-    for chunk, live in zip(chunks, masks):
-        yield chunk, live.reshape(live.shape + (1,) * ndim)
+# A scalar column (and every mask) is one flat array, so reducing it is one numpy call; an
+# array column is chunks, each reduced against the matching slice of the flat mask.
+
+def pieces(column: Column, *flats: Column) -> list[tuple[np.ndarray[Any, Any], ...]]:
+    """Return (chunk, the same rows of each flat column) for each of column's chunks.
+
+    Columns may differ in length while another thread grows them; the rows past the shorter
+    are new (zero, and no live container's), so each piece is cut to the common length."""
+    chunks = list(column.chunks)
+    bases = [flat.chunks[0] for flat in flats]
+    pieces = []
+    for k, chunk in enumerate(chunks):
+        start = chunk_start(k) if column.spec.kind == VIEW else 0
+        parts = [base[start:start + len(chunk)] for base in bases]
+        rows = min([len(chunk), *map(len, parts)])
+        pieces.append((chunk[:rows], *(part[:rows] for part in parts)))
+    return pieces
+
+
+def _row_copy(column: Column, row: int) -> Any:
+    if column.spec.kind != VIEW:
+        return column.chunks[0][row]
+    k, index = locate(row)
+    return column.chunks[k][index]
 
 
 def values(column: Column, mask: Column, ident: Column) -> np.ndarray[Any, Any]:
     """Return a copy of the rows mask selects, ordered by the container id `ident` holds."""
     picked, ids = [], []
-    for chunk, live, idents in zip(list(column.chunks), list(mask.chunks), list(ident.chunks)):
+    for chunk, live, idents in pieces(column, mask, ident):
         picked.append(chunk[live])
         ids.append(idents[live])
     if not picked:
-        return np.zeros((0,) + column.spec.shape, column.spec.dtype)
+        return np.zeros((0, *column.spec.shape), column.spec.dtype)
     order = np.argsort(np.concatenate(ids), kind="stable")
     return np.concatenate(picked)[order]
 
@@ -331,12 +356,18 @@ def _scalar(result: Any, spec: TypedSpec) -> Any:
     return result.item() if isinstance(result, (np.ndarray, np.generic)) else result
 
 
+#: While no value of magnitude NARROW or more was ever stored in a 64-bit scalar column (the
+#: column is not `wide`), its wrapped int64 sum over fewer than 2**22 rows is exact.
+NARROW = 1 << 40
+_NARROW_ROWS = 1 << 22
+
+
 def total(column: Column, held_rows: Sequence[int]) -> Any:
     """Return the sum over the rows in use by storing containers: exact for ints (a Python
-    int or an object array past the int64 range), float64 for floats.
+    int, or an object array for an array variable), float64 for floats.
 
     Every other row is zero but `held_rows` (closed containers not torn down yet, rows stale
-    views reach), whose values are taken back out: one plain numpy sum per chunk, no mask."""
+    views reach), whose values are taken back out: a plain numpy sum, no mask."""
     spec = _no_records(column, "sum")
     kind = spec.dtype.kind
     chunks = list(column.chunks)
@@ -344,15 +375,14 @@ def total(column: Column, held_rows: Sequence[int]) -> Any:
     result: Any = np.zeros(spec.shape, accumulator)
     for chunk in chunks:
         result = result + np.add.reduce(chunk, axis=0, dtype=accumulator)
-    if kind in "iu" and spec.dtype.itemsize == 8:
+    if kind in "iu" and spec.dtype.itemsize == 8 and (
+            spec.kind == VIEW or column.wide or sum(map(len, chunks)) >= _NARROW_ROWS):
         result = _exact_wide_sum(chunks, result, spec)
     elif kind != "f":
         result = result.astype(object) if spec.shape else int(result)
     for row in held_rows:
-        k, index = locate(row)
-        if k < len(chunks):
-            held = chunks[k][index]
-            result = result - (held.astype(object) if kind != "f" else held)
+        held = _row_copy(column, row)
+        result = result - (held.astype(object) if kind != "f" else held)
     return _scalar(result, spec)
 
 
@@ -381,14 +411,13 @@ def _extreme(column: Column, mask: Column, ufunc: Any, what: str) -> Any:
         info = np.iinfo(spec.dtype)
         start = info.max if ufunc is np.minimum else info.min
     result: Any = None
-    found = False
-    for chunk, live in _masked(column, mask):
+    widen = (1,) * len(spec.shape)  # the mask broadcast over an array variable's axes
+    for chunk, live in pieces(column, mask):
         if not live.any():
             continue
-        found = True
-        part = ufunc.reduce(chunk, axis=0, where=live, initial=start)
+        part = ufunc.reduce(chunk, axis=0, where=live.reshape(live.shape + widen), initial=start)
         result = part if result is None else ufunc(result, part)
-    if not found:
+    if result is None:
         raise ValueError(f"{what}() of a variable no live container stores")
     return _scalar(result.astype(spec.dtype), spec)
 
@@ -406,7 +435,7 @@ def maximum(column: Column, mask: Column) -> Any:
 def mean(column: Column, mask: Column, held_rows: Sequence[int]) -> Any:
     """Return the mean over the rows mask selects, as float64."""
     _no_records(column, "mean")
-    count = sum(int(np.count_nonzero(live)) for live in list(mask.chunks))
+    count = int(np.count_nonzero(mask.chunks[0]))
     if count == 0:
         raise ValueError("mean() of a variable no live container stores")
     result = np.asarray(total(column, held_rows), dtype=np.float64) / count

@@ -140,7 +140,7 @@ def test_redeclaration_binds_the_same_storage(pc: ModuleType, new: New, name: st
     second = pc.PerContainer(name, dtype=np.int64, shape=(2,), group=f"{name}.g")
     assert second.of(c).tolist() == [5, 6]
     assert np.shares_memory(second.of(c), first.of(c))
-    c.run(second.add, 1)
+    c.run(second.set, [6, 7])
     assert first.of(c).tolist() == [6, 7]
 
 
@@ -351,7 +351,10 @@ def test_array_get_is_a_writable_view(pc: ModuleType, new: New, name: str) -> No
     assert c.run(var.get)[1, 2] == 7 and var.of(c)[1, 2] == 7
     assert np.shares_memory(view, c.run(var.get)) and np.shares_memory(view, var.of(c))
     assert _row(pc, var, c)[1, 2] == 7
-    assert var.values().shape == (len(_storing(pc)), 2, 3)
+    rows = var.values()
+    assert rows.shape == (len(_storing(pc)), 2, 3)
+    rows[...] = -1  # values() is a new array, not a view
+    assert view[1, 2] == 7 and _row(pc, var, c)[1, 2] == 7
 
 
 @pytest.mark.enabled_only
