@@ -386,17 +386,19 @@ cdef class Container:
             return
         self.state = CLOSING  # from here on, nothing can enter it or create children in it
         if self.area.row >= 0:
-            close_row(self.area.row, self.shared)
+            close_row(self.area.row, _NO_GROUPS if self.extra is None else self.extra.shared)
         errors = []
-        if self.extra is not None:
-            for child in list(self.extra.children or ()):
+        if self.extra is not None and self.extra.children:
+            for child in list(self.extra.children):
                 try:
                     child.close()
                 except Exception as error:  # the parent closes whatever a child raised
                     errors.append(error)
         if _unused(self):
             self.state = TEARDOWN
-            errors.extend(_teardown(self, True))
+            hook_errors = _teardown(self, True)
+            if hook_errors:
+                errors.extend(hook_errors)
         else:
             self.state = WAITING
         if errors:
@@ -472,7 +474,8 @@ cdef int _exit(Container container) except -1:
 
 
 cdef list _teardown(Container container, bint raise_errors):
-    """Run the exit hooks in reverse declaration order, then drop every value."""
+    """Run the exit hooks in reverse declaration order, then drop every value; return the
+    hooks' errors if raise_errors, else report them (None when there are none)."""
     cdef Py_ssize_t position = 0, slot
     cdef PyObject* value
     cdef _Record record
@@ -486,15 +489,16 @@ cdef list _teardown(Container container, bint raise_errors):
         record = ref() if ref is not None else None
         if record is not None and record.on_exit is not None:
             hooks.append((record.seq, record.on_exit, <object>value))
-    hooks.sort(key=_hook_order, reverse=True)
-    errors = []
+    if len(hooks) > 1:
+        hooks.sort(key=_hook_order, reverse=True)
+    errors = None
     hook_value = None
     for _, on_exit, hook_value in hooks:
         try:
             _call_inside(container, on_exit, (hook_value,))
         except Exception as error:  # every hook runs, whatever one raised
             if raise_errors:
-                errors.append(error)
+                errors = (errors or []) + [error]
             else:
                 report_unraisable(f"Exception in exit hook of {container!r}", error, on_exit)
     hooks = hook_value = None  # the hooks' values die with the rest, below
@@ -721,6 +725,52 @@ cdef extern from *:
     }
     """
     bint pc_add_ll(long long a, long long b, long long* out) noexcept
+
+cdef extern from *:
+    # Boxing a typed int for get() and add(): most callers use the int and drop it at once, so
+    # the box of the last one-digit int returned is kept, and while nothing but this module
+    # references it (refcount 1: no one can observe the change, as with pc_add_in_place) it
+    # is rewritten in place instead of allocating a new int. 3.10/3.11 int layout only.
+    """
+    static PyObject *pc_box = NULL;
+    static PyObject *pc_box_ll(long long value) {
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+        PyObject *box;
+        if (value > 256 && value < (long long)PyLong_BASE) {
+            box = pc_box;
+            if (box != NULL && Py_REFCNT(box) == 1) {
+                ((PyLongObject *)box)->ob_digit[0] = (digit)value;
+                Py_INCREF(box);
+                return box;
+            }
+            box = PyLong_FromLongLong(value);  /* a one-digit int of its own */
+            if (box != NULL) {
+                Py_XDECREF(pc_box);  /* held elsewhere too (refcount > 1): never freed here */
+                Py_INCREF(box);
+                pc_box = box;
+            }
+            return box;
+        }
+    #endif
+        return PyLong_FromLongLong(value);
+    }
+    """
+    object pc_box_ll(long long value)
+
+cdef extern from *:
+    """
+    static inline int pc_small_int(PyObject *value, long long *out) {
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+        if (PyLong_CheckExact(value) && Py_SIZE(value) >= -1 && Py_SIZE(value) <= 1) {
+            *out = Py_SIZE(value) * (long long)((PyLongObject *)value)->ob_digit[0];
+            return 1;
+        }
+    #endif
+        return 0;
+    }
+    """
+    # A one-digit int's value without a call (3.10/3.11 int layout), else 0 for the slow path.
+    bint pc_small_int(object value, long long* out) noexcept
     bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
 
 # Array adds read, compute in numpy and write: the lock makes that atomic among threads.
@@ -775,15 +825,17 @@ cdef inline void _store_int(char* at, int itemsize, long long value) noexcept:
         (<uint8_t*>at)[0] = <uint8_t>value
 
 
-cdef object _read(Column column, char* at):
+cdef inline object _read(Column column, char* at):
     """Return a scalar copy as a Python int/float/bool."""
+    if column.kind == KIND_INT and column.itemsize == 8:  # the common counter, first
+        return pc_box_ll((<int64_t*>at)[0])
     if column.kind == KIND_FLOAT:
         return PyFloat_FromDouble((<double*>at)[0] if column.itemsize == 8 else (<float*>at)[0])
     if column.kind == KIND_BOOL:
         return at[0] != 0
     if column.kind == KIND_UINT and column.itemsize == 8:
         return PyLong_FromUnsignedLongLong((<uint64_t*>at)[0])
-    return PyLong_FromLongLong(_load_int(at, column.kind, column.itemsize))
+    return pc_box_ll(_load_int(at, column.kind, column.itemsize))
 
 
 cdef int _write(Column column, Container owner, object value) except -1:
@@ -882,7 +934,7 @@ cdef object _typed_add(PerContainer var, object delta):
             now = _load_int(at, kind, column.itemsize)
             if not pc_add_ll(now, step, &new) and column.low <= new <= column.high:
                 _store_int(at, column.itemsize, new)
-                return PyLong_FromLongLong(new)
+                return pc_box_ll(new)
     # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
     # still land in range (a uint64 brought down): Python ints, read and written apart.
     result = column.spec.add(_read(column, cell(column, _open_owner(var, "set").area.row)), delta)
@@ -971,8 +1023,11 @@ cdef class PerContainer:
         """Return the current container's value (running the factory once if needed)."""
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
-        if self.column is not None:
-            return _typed_get(self, _owner(self, <Container>c))
+        cdef Column column = self.column
+        if column is not None:
+            if column.kind == KIND_VIEW or (<Container>c).shares or (<Container>c).state == DEAD:
+                return _typed_get(self, _owner(self, <Container>c))
+            return _read(column, cell(column, (<Container>c).area.row))
         if not (<Container>c).shares:
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
@@ -1069,7 +1124,19 @@ cdef class PerContainer:
 
     def add(self, delta=1):
         """Add delta to the current container's value and return the new value."""
-        if self.column is not None:
+        cdef Column column = self.column
+        cdef PyObject* owner
+        cdef long long step, added
+        cdef int64_t* at
+        if column is not None:
+            # The common counter inline: int64, a one-digit delta, nothing shared.
+            owner = _current_ptr()
+            if column.kind == KIND_INT and column.itemsize == 8 and pc_small_int(delta, &step) \
+                    and not (<Container>owner).shares and (<Container>owner).state != DEAD:
+                at = <int64_t*>cell(column, (<Container>owner).area.row)
+                if not pc_add_ll(at[0], step, &added) and column.low <= added <= column.high:
+                    at[0] = added
+                    return pc_box_ll(added)
             return _typed_add(self, delta)
         cdef PyObject* current = _current_ptr()
         cdef PyObject* held

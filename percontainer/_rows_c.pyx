@@ -108,8 +108,40 @@ cdef list _columns = []  # the typed variables' columns and the masks below
 cdef Py_ssize_t _chunk_count = 0
 cdef Py_ssize_t _capacity = 0  # rows in _chunk_count chunks
 cdef Py_ssize_t _top = 0  # rows ever taken
-cdef list _free = []  # zeroed rows to reuse, last freed first
-cdef dict _closed = {}  # closed, not torn down: row -> the container's shared groups
+ctypedef struct Rows:  # a growable array of row numbers
+    int* rows
+    Py_ssize_t count
+    Py_ssize_t capacity
+
+
+cdef int rows_push(Rows* rows, int row) except -1:
+    cdef int* grown
+    if rows.count == rows.capacity:
+        grown = <int*>PyMem_Realloc(rows.rows, (2 * rows.capacity + 8) * sizeof(int))
+        if grown == NULL:
+            raise MemoryError()
+        rows.rows = grown
+        rows.capacity = 2 * rows.capacity + 8
+    rows.rows[rows.count] = row
+    rows.count += 1
+    return 0
+
+
+cdef bint rows_remove(Rows* rows, int row) noexcept:
+    """Remove row (the array is short: closed containers still in use); False if absent."""
+    cdef Py_ssize_t i
+    for i in range(rows.count - 1, -1, -1):
+        if rows.rows[i] == row:
+            rows.count -= 1
+            rows.rows[i] = rows.rows[rows.count]
+            return True
+    return False
+
+
+# Row bookkeeping in C arrays: creating and closing a container box no row number.
+cdef Rows _free  # zeroed rows to reuse, last freed first
+cdef Rows _closed  # rows of closed containers not torn down yet
+cdef dict _closed_shared = {}  # those of them that share groups: row -> the shared groups
 cdef dict _stores = {}  # group -> mask of the rows of live containers storing it themselves
 
 
@@ -130,10 +162,11 @@ cdef Column _ident = _add(_new_column(TypedSpec(np.uint64, (), ZEROS), ""))  # i
 def _reuse(int row):
     """A torn-down row's last view died: zero it again (the view may have written) and reuse."""
     _zero(row)
-    _free.append(row)
+    rows_push(&_free, row)
 
 
 cdef object _leases = Leases(_reuse)
+cdef dict _lease_refs = _leases.refs  # row -> its live views
 
 
 cdef Column mask(str group):
@@ -148,7 +181,7 @@ cdef Column ident_column():
 
 cdef list held_rows():
     """Rows that hold data but no live container: see _typed.total()."""
-    return [*_closed, *_leases.waiting]
+    return [_closed.rows[i] for i in range(_closed.count)] + list(_leases.waiting)
 
 
 cdef Column add_column(object spec, str group):
@@ -157,8 +190,8 @@ cdef Column add_column(object spec, str group):
     if column.fill is not None:
         for chunk, selected in pieces(column, mask(group)):
             chunk[selected] = spec.default
-        for row, shared in list(_closed.items()):
-            if group not in shared:
+        for row in held_rows():
+            if group not in _closed_shared.get(row, ()):
                 memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
     return column
 
@@ -187,18 +220,20 @@ cdef int take_row(uint64_t ident, frozenset shared) except -1:
     global _top
     cdef Column column
     cdef int row
-    for group in shared:
-        if group not in _stores:  # from now on this group has its own mask
-            new_mask = _new_mask()
-            for chunk, live in zip(new_mask.chunks, _live.chunks):
-                chunk[:] = live
-            if group in _stores:  # made meanwhile (the allocation can run Python code)
-                _columns.remove(new_mask)
-            else:
-                _stores[group] = new_mask
+    if shared:
+        for group in shared:
+            if group not in _stores:  # from now on this group has its own mask
+                new_mask = _new_mask()
+                for chunk, live in zip(new_mask.chunks, _live.chunks):
+                    chunk[:] = live
+                if group in _stores:  # made meanwhile (the allocation can run Python code)
+                    _columns.remove(new_mask)
+                else:
+                    _stores[group] = new_mask
     # From here on no Python code runs but in _grow(), after which the state is read anew.
-    if _free:
-        row = _free.pop()
+    if _free.count:
+        _free.count -= 1
+        row = _free.rows[_free.count]
     else:
         while _top >= _capacity:
             _grow()
@@ -209,28 +244,33 @@ cdef int take_row(uint64_t ident, frozenset shared) except -1:
             memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
     cell(_live, row)[0] = 1
     (<uint64_t*>cell(_ident, row))[0] = ident
-    for group, stores in _stores.items():
-        cell(<Column>stores, row)[0] = group not in shared
+    if _stores:
+        for group, stores in _stores.items():
+            cell(<Column>stores, row)[0] = group not in shared
     return row
 
 
 cdef int close_row(int row, frozenset shared) except -1:
     """Take a closed container's row out of the live rows (its values stay until teardown)."""
     cell(_live, row)[0] = 0
-    for stores in _stores.values():
-        cell(<Column>stores, row)[0] = 0
-    _closed[row] = shared
+    if _stores:
+        for stores in _stores.values():
+            cell(<Column>stores, row)[0] = 0
+    rows_push(&_closed, row)
+    if shared:
+        _closed_shared[row] = shared
     return 0
 
 
 cdef int release_row(int row) except -1:
     """Zero a torn-down container's row; reuse it once no view of it is left."""
-    _closed.pop(row, None)
+    if rows_remove(&_closed, row) and _closed_shared:
+        _closed_shared.pop(row, None)
     _zero(row)
-    if row in _leases.refs:
+    if _lease_refs and row in _lease_refs:
         _leases.waiting.add(row)
     else:
-        _free.append(row)
+        rows_push(&_free, row)
     return 0
 
 

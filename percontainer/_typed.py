@@ -78,7 +78,11 @@ def _check_dtype(dtype: np.dtype[Any], given: object) -> None:
         if dtype.hasobject:
             raise TypeError(f"dtype {given!r} holds Python objects; fields must be {_SUPPORTED}")
         for name in dtype.names:
-            _check_dtype(dtype.fields[name][0].base, given)  # type: ignore[index]  # has names
+            field = dtype.fields[name][0].base  # type: ignore[index]  # a structured dtype
+            if field.names is not None:
+                raise TypeError(f"dtype {given!r} nests a structured field {name!r}; "
+                                f"fields must be {_SUPPORTED.split(', or')[0]}")
+            _check_dtype(field, given)
         return
     if (dtype.kind not in "biuf" or not dtype.isnative
             or (dtype.kind == "f" and dtype.itemsize not in (4, 8))):

@@ -1,11 +1,10 @@
-"""Typed per-container variables (dtype=): numpy storage, conversions, views, values() and reductions."""
+"""Typed per-container variables (dtype=): numpy storage, conversions, views, reductions."""
 
 from __future__ import annotations
 
 import asyncio
 import operator
 import re
-import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -59,7 +58,8 @@ def test_attributes(pc: ModuleType, name: str, spec: Any, expected: Any) -> None
     assert pc.PerContainer(f"{name}.obj", default=0).dtype is None
 
 
-@pytest.mark.parametrize(("shape", "expected"), [(3, (3,)), ((3,), (3,)), ((2, 3), (2, 3)), ((), ())])
+@pytest.mark.parametrize(("shape", "expected"),
+                         [(3, (3,)), ((3,), (3,)), ((2, 3), (2, 3)), ((), ())])
 def test_shape_attribute(pc: ModuleType, name: str, shape: Any, expected: tuple[int, ...]) -> None:
     var = pc.PerContainer(name, dtype=np.float64, shape=shape)
     assert var.shape == expected and type(var.shape) is tuple
@@ -68,7 +68,8 @@ def test_shape_attribute(pc: ModuleType, name: str, shape: Any, expected: tuple[
 @pytest.mark.parametrize("dtype", [
     np.float16, np.complex64, np.complex128, object, "U5", "S3", "M8[s]", "m8[s]", ">i4",
     np.dtype([("a", "i4"), ("b", "f2")]), np.dtype([("a", "U3")]), np.dtype([("a", "O")]),
-], ids=lambda d: str(np.dtype(d)))
+    np.dtype([("a", ">i4")]), np.dtype([("a", [("x", "i4")])]), "V8", "nonsense",
+], ids=repr)
 def test_unsupported_dtype_is_refused(pc: ModuleType, name: str, dtype: Any) -> None:
     with pytest.raises(TypeError) as info:
         pc.PerContainer(name, dtype=dtype)
@@ -146,7 +147,8 @@ def test_redeclaration_binds_the_same_storage(pc: ModuleType, new: New, name: st
 
 @pytest.mark.parametrize("kwargs", [
     {"dtype": np.int32, "shape": 2}, {"dtype": np.int64, "shape": 3}, {"dtype": np.int64},
-    {"dtype": np.int64, "shape": (1, 2)}, {"default": 0}, {"dtype": np.int64, "shape": 2, "group": "x"},
+    {"dtype": np.int64, "shape": (1, 2)}, {"default": 0},
+    {"dtype": np.int64, "shape": 2, "group": "x"},
 ], ids=["dtype", "shape", "scalar", "2d", "object", "group"])
 def test_conflicting_redeclaration_is_refused(pc: ModuleType, new: New, name: str,
                                               kwargs: dict[str, Any]) -> None:
@@ -218,7 +220,8 @@ def test_int_bounds(pc: ModuleType, new: New, name: str, dtype: str) -> None:
         got = var.of(c)
         assert got == operator.index(good) and type(got) is int
     assert _row(pc, var, c) == 3 and var.values().dtype == np.dtype(dtype)
-    for bad in (low - 1, high + 1, 2**64, -(2**64), np.uint64(2**64 - 1) if high < 2**64 - 1 else -1):
+    too_far = np.uint64(2**64 - 1) if high < 2**64 - 1 else -1
+    for bad in (low - 1, high + 1, 2**64, -(2**64), 2**1000, too_far):
         with pytest.raises(OverflowError):
             c.run(var.set, bad)
         assert var.of(c) == 3 and _row(pc, var, c) == 3
@@ -484,118 +487,6 @@ def test_structured_array(pc: ModuleType, new: New, name: str) -> None:
     assert var.values()["a"].shape == (len(_storing(pc)), 3)
     with pytest.raises(TypeError):
         var.sum()
-
-
-# -- reductions ----------------------------------------------------------------------------
-@pytest.mark.enabled_only
-def test_scalar_reductions(pc: ModuleType, new: New, name: str) -> None:
-    """Exact Python ints beyond the int64 range, bool counts and extremes, float means."""
-    var, unsigned = (pc.PerContainer(f"{name}.{t}", dtype=t) for t in ("int64", "uint64"))
-    flag = pc.PerContainer(f"{name}.flag", dtype=bool)
-    rate = pc.PerContainer(f"{name}.rate", dtype=np.float32, default=0.5)
-    top, top_u = 2**63 - 1, 2**64 - 1
-    cs = [new() for _ in range(3)]
-    for c in cs:
-        c.run(var.set, top)
-        c.run(unsigned.set, top_u)
-        c.run(flag.set, True)
-    cs[0].run(rate.set, 2.0)
-    n = len(pc.containers())  # every live container stores
-    assert var.sum() == 3 * top and type(var.sum()) is int
-    assert unsigned.sum() == 3 * top_u and type(unsigned.sum()) is int
-    assert var.min() == 0 and var.max() == top and type(var.max()) is int
-    assert unsigned.mean() == pytest.approx(3 * top_u / n) and type(unsigned.mean()) is float
-    assert var.items() == [(c, 0) for c in pc.containers() if c not in cs] + [(c, top) for c in cs]
-    assert flag.sum() == 3 and type(flag.sum()) is int and flag.mean() == pytest.approx(3 / n)
-    assert flag.max() is True and flag.min() is False
-    assert rate.sum() == pytest.approx(0.5 * (n - 1) + 2.0) and type(rate.sum()) is float
-    assert rate.max() == 2.0 and rate.min() == 0.5 and type(rate.min()) is float
-
-
-@pytest.mark.enabled_only
-def test_array_reductions(pc: ModuleType, new: New, name: str) -> None:
-    var = pc.PerContainer(name, dtype=np.int32, shape=3)
-    for k, c in enumerate([new() for _ in range(5)]):
-        c.run(var.set, [k, -k, 2 * k])
-    rows = var.values()
-    assert rows.shape == (len(pc.containers()), 3) and rows.dtype == np.int32
-    for method, reference in [(var.sum, rows.sum(axis=0)), (var.min, rows.min(axis=0)),
-                              (var.max, rows.max(axis=0))]:
-        got = method()
-        assert isinstance(got, np.ndarray) and got.shape == (3,)
-        assert got.tolist() == reference.tolist()
-    assert var.mean() == pytest.approx(rows.mean(axis=0))
-    assert var.mean().dtype.kind == "f"
-
-
-# -- closing -------------------------------------------------------------------------------
-@pytest.mark.enabled_only
-def test_closed_row_is_recycled_with_defaults(pc: ModuleType, name: str) -> None:
-    var = pc.PerContainer(name, dtype=np.int64, default=7)
-    arr = pc.PerContainer(f"{name}.arr", dtype=np.float64, shape=2)
-    before = len(var.values())
-    for round_ in range(50):
-        c = pc.Container()
-        c.run(var.set, 5)
-        c.run(arr.set, [1.0, 2.0])
-        assert len(var.values()) == before + 1
-        c.close()
-        assert len(var.values()) == before and len(arr.values()) == before
-        assert 5 not in var.values().tolist()
-        d = pc.Container()
-        try:
-            assert var.of(d) == 7 and arr.of(d).tolist() == [0.0, 0.0], f"round {round_}"
-            assert var.items()[-1] == (d, 7)
-        finally:
-            d.close()
-
-
-@pytest.mark.enabled_only
-def test_stale_view_reads_zeros_and_reaches_no_one(pc: ModuleType, name: str) -> None:
-    var = pc.PerContainer(name, dtype=np.int64, shape=4, default=3)
-    c = pc.Container()
-    view = c.run(var.get)
-    view[:] = 9
-    c.close()
-    assert view.tolist() == [0, 0, 0, 0]
-    others = [pc.Container() for _ in range(50)]
-    try:
-        for k, other in enumerate(others):
-            other.run(var.set, 100 + k)
-        assert view.tolist() == [0, 0, 0, 0]  # no new tenant's data shows through
-        view[:] = 12345
-        assert not (var.values() == 12345).any()
-        for k, other in enumerate(others):
-            assert var.of(other).tolist() == [100 + k] * 4
-        assert var.get().tolist() == [3] * 4
-    finally:
-        for other in others:
-            other.close()
-
-
-@pytest.mark.enabled_only
-def test_close_leaves_values_at_once_while_in_use(pc: ModuleType, new: New, name: str) -> None:
-    var = pc.PerContainer(name, dtype=np.int64)
-    c = new()
-    c.run(var.set, 4)
-    inside, release = threading.Event(), threading.Event()
-
-    def worker() -> None:
-        with c:
-            inside.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        assert inside.wait(30)
-        count = len(var.values())
-        c.close()
-        assert len(var.values()) == count - 1
-        assert c not in [k for k, _ in var.items()]
-    finally:
-        release.set()
-        thread.join(30)
 
 
 # -- threads and tasks ---------------------------------------------------------------------

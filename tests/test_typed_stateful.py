@@ -1,14 +1,19 @@
-"""Hypothesis tests of typed variables: reductions against a Python reference, and a state machine.
+"""Typed variables' values(), reductions and closing, and a state machine against a dict model.
 
-Both run inside a test that takes the `pc` fixture, so each twin gets its own run. Every example
-declares fresh variable names (a redeclared name would keep the host's values) and closes the
-containers it made before the next example starts.
+Reductions are checked against a Python reference over random containers (hypothesis) and on
+chosen edge values (exact sums beyond the int64 range). The hypothesis tests run inside a test
+that takes the `pc` fixture, so each twin gets its own run. Every example declares fresh variable
+names (a redeclared name would keep the host's values) and closes the containers it made before
+the next example starts.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
+import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +39,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 _serial = itertools.count()
+New = Callable[..., Any]
 
 
 # -- reductions against a Python reference -------------------------------------------------
@@ -48,14 +54,16 @@ def _elements(dtype: str) -> st.SearchStrategy[Any]:
 
 
 @st.composite
-def _plans(draw: st.DrawFn) -> tuple[str, Any, list[tuple[int | None, bool, Any, bool]]]:
-    """A dtype, the host's value, and per container: parent index, shares, value, closed."""
+def _plans(draw: st.DrawFn) -> tuple[str, Any, list[tuple[int | None, bool, Any, bool, bool]]]:
+    """A dtype, the host's value, and per container: parent index, shares, value, closed, and
+    whether the value is written by add() (ints only) rather than set()."""
     dtype = draw(st.sampled_from(REDUCE_DTYPES))
     elements = _elements(dtype)
     specs = []
     for i in range(draw(st.integers(0, 30))):
         parent = draw(st.none() | st.integers(0, i - 1)) if i else None
-        specs.append((parent, draw(st.booleans()), draw(elements), draw(st.integers(0, 3)) == 0))
+        specs.append((parent, draw(st.booleans()), draw(elements), draw(st.integers(0, 3)) == 0,
+                      dtype != "float64" and draw(st.booleans())))
     return dtype, draw(elements), specs
 
 
@@ -65,7 +73,7 @@ def test_reductions_match_a_python_reference(pc: ModuleType, name: str) -> None:
 
     @SETTINGS
     @given(plan=_plans())
-    def check(plan: tuple[str, Any, list[tuple[int | None, bool, Any, bool]]]) -> None:
+    def check(plan: tuple[str, Any, list[tuple[int | None, bool, Any, bool, bool]]]) -> None:
         dtype, host_value, specs = plan
         var = pc.PerContainer(f"{name}.{next(_serial)}", dtype=dtype, group=group)
         made: list[Any] = []
@@ -73,7 +81,7 @@ def test_reductions_match_a_python_reference(pc: ModuleType, name: str) -> None:
         try:
             var.set(host_value)
             store = {pc.host: host_value}
-            for parent, shares, value, _ in specs:
+            for parent, shares, value, _, by_add in specs:
                 parent_c = pc.host if parent is None else made[parent]
                 c = pc.Container(parent=parent_c, share={group} if shares else ())
                 made.append(c)
@@ -84,9 +92,12 @@ def test_reductions_match_a_python_reference(pc: ModuleType, name: str) -> None:
                 else:
                     owner[c] = c
                     store[c] = 0
-                c.run(var.set, value)
+                if by_add:
+                    assert c.run(var.add, value - store[owner[c]]) == value
+                else:
+                    c.run(var.set, value)
                 store[owner[c]] = value
-            for c, (_, _, _, closed) in zip(made, specs):
+            for c, (_, _, _, closed, _) in zip(made, specs):
                 if closed:
                     c.close()  # closes its descendants too
             storing = [c for c in pc.containers() if owner.get(c, c) is c]
@@ -105,7 +116,8 @@ def test_reductions_match_a_python_reference(pc: ModuleType, name: str) -> None:
                 assert var.sum() == sum(reference) and type(var.sum()) is int
             assert var.min() == min(reference) and var.max() == max(reference)
             assert type(var.min()) is type(var.max()) is (float if dtype == "float64" else int)
-            assert var.mean() == pytest.approx(math.fsum(reference) / len(reference), abs=1e-6)
+            exact = math.fsum(reference) if dtype == "float64" else sum(reference)  # int: exact
+            assert var.mean() == pytest.approx(exact / len(reference), rel=1e-12, abs=1e-6)
             assert type(var.mean()) is float
         finally:
             for c in reversed(made):
@@ -113,6 +125,161 @@ def test_reductions_match_a_python_reference(pc: ModuleType, name: str) -> None:
             var.reset()
 
     check()
+
+
+# -- reductions on chosen values ----------------------------------------------------------
+@pytest.mark.enabled_only
+def test_scalar_reductions(pc: ModuleType, new: New, name: str) -> None:
+    """Exact Python ints beyond the int64 range, bool counts and extremes, float means."""
+    var, unsigned = (pc.PerContainer(f"{name}.{t}", dtype=t) for t in ("int64", "uint64"))
+    flag = pc.PerContainer(f"{name}.flag", dtype=bool)
+    rate = pc.PerContainer(f"{name}.rate", dtype=np.float32, default=0.5)
+    top, top_u = 2**63 - 1, 2**64 - 1
+    cs = [new() for _ in range(3)]
+    for c in cs:
+        c.run(var.set, top)
+        c.run(unsigned.set, top_u)
+        c.run(flag.set, True)
+    cs[0].run(rate.set, 2.0)
+    n = len(pc.containers())  # every live container stores
+    assert var.sum() == 3 * top and type(var.sum()) is int
+    assert unsigned.sum() == 3 * top_u and type(unsigned.sum()) is int
+    assert var.min() == 0 and var.max() == top and type(var.max()) is int
+    assert unsigned.mean() == pytest.approx(3 * top_u / n) and type(unsigned.mean()) is float
+    assert var.items() == [(c, 0) for c in pc.containers() if c not in cs] + [(c, top) for c in cs]
+    assert flag.sum() == 3 and type(flag.sum()) is int and flag.mean() == pytest.approx(3 / n)
+    assert flag.max() is True and flag.min() is False
+    assert rate.sum() == pytest.approx(0.5 * (n - 1) + 2.0) and type(rate.sum()) is float
+    assert rate.max() == 2.0 and rate.min() == 0.5 and type(rate.min()) is float
+
+
+@pytest.mark.enabled_only
+def test_sums_stay_exact_when_counters_grow_by_add(pc: ModuleType, new: New, name: str) -> None:
+    """Counters that reach the edges of their range through add() alone still sum exactly."""
+    var, unsigned = (pc.PerContainer(f"{name}.{t}", dtype=t) for t in ("int64", "uint64"))
+    cs = [new() for _ in range(4)]
+    for c in cs:
+        with c:
+            for _ in range(2):
+                var.add(2**62 - 1)
+                unsigned.add(2**63 - 1)
+            var.add(1)
+            unsigned.add(1)
+    assert [var.of(c) for c in cs] == [2**63 - 1] * 4
+    assert [unsigned.of(c) for c in cs] == [2**64 - 1] * 4
+    assert var.sum() == 4 * (2**63 - 1) and unsigned.sum() == 4 * (2**64 - 1)
+    for c in cs:
+        c.run(var.add, -(2**63 - 1) - 2**63)  # down to the minimum
+    assert var.sum() == -4 * 2**63 and var.min() == -(2**63)
+    assert var.mean() == pytest.approx(-4 * 2**63 / len(pc.containers()))
+
+
+@pytest.mark.enabled_only
+def test_array_reductions(pc: ModuleType, new: New, name: str) -> None:
+    var = pc.PerContainer(name, dtype=np.int32, shape=3)
+    for k, c in enumerate([new() for _ in range(5)]):
+        c.run(var.set, [k, -k, 2 * k])
+    rows = var.values()
+    assert rows.shape == (len(pc.containers()), 3) and rows.dtype == np.int32
+    for method, reference in [(var.sum, rows.sum(axis=0)), (var.min, rows.min(axis=0)),
+                              (var.max, rows.max(axis=0))]:
+        got = method()
+        assert isinstance(got, np.ndarray) and got.shape == (3,)
+        assert got.tolist() == reference.tolist()
+    assert var.mean() == pytest.approx(rows.mean(axis=0))
+    assert var.mean().dtype.kind == "f"
+
+
+# -- closing: rows zeroed, recycled, never seen through a stale view --------------------------
+@pytest.mark.enabled_only
+def test_closed_row_is_recycled_with_defaults(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, dtype=np.int64, default=7)
+    arr = pc.PerContainer(f"{name}.arr", dtype=np.float64, shape=2)
+    before = len(var.values())
+    for round_ in range(50):
+        c = pc.Container()
+        c.run(var.set, 5)
+        c.run(arr.set, [1.0, 2.0])
+        assert len(var.values()) == before + 1
+        c.close()
+        assert len(var.values()) == before and len(arr.values()) == before
+        assert 5 not in var.values().tolist()
+        d = pc.Container()
+        try:
+            assert var.of(d) == 7 and arr.of(d).tolist() == [0.0, 0.0], f"round {round_}"
+            assert var.items()[-1] == (d, 7)
+        finally:
+            d.close()
+
+
+@pytest.mark.enabled_only
+def test_stale_view_reads_zeros_and_reaches_no_one(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, dtype=np.int64, shape=4, default=3)
+    c = pc.Container()
+    view = c.run(var.get)
+    view[:] = 9
+    c.close()
+    assert view.tolist() == [0, 0, 0, 0]
+    others = [pc.Container() for _ in range(50)]
+    try:
+        for k, other in enumerate(others):
+            other.run(var.set, 100 + k)
+        assert view.tolist() == [0, 0, 0, 0]  # no new tenant's data shows through
+        view[:] = 12345
+        rows = var.values()
+        assert not (rows == 12345).any()
+        for method in ("sum", "min", "max"):  # the reductions do not see the stale row either
+            assert getattr(var, method)().tolist() == getattr(rows, method)(axis=0).tolist()
+        assert var.mean() == pytest.approx(rows.mean(axis=0))
+        for k, other in enumerate(others):
+            assert var.of(other).tolist() == [100 + k] * 4
+        assert var.get().tolist() == [3] * 4
+        del view, rows
+        gc.collect()  # the row is free again: whoever gets it starts at the default
+        others += [pc.Container() for _ in range(50)]
+        assert all(var.of(other).tolist() == [3] * 4 for other in others[50:])
+    finally:
+        for other in others:
+            other.close()
+
+
+@pytest.mark.enabled_only
+def test_close_leaves_values_at_once_while_in_use(pc: ModuleType, new: New, name: str) -> None:
+    """A thread still inside the closed container, even one writing to it, changes nothing."""
+    var = pc.PerContainer(name, dtype=np.int64)
+    c = new()
+    c.run(var.set, 4)
+    inside, closed, wrote, release = (threading.Event() for _ in range(4))
+
+    def worker() -> None:
+        with c:
+            inside.set()
+            closed.wait(30)
+            try:
+                var.set(1000)
+            except pc.ContainerError:
+                pass
+            wrote.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        count = len(var.values())
+        c.close()
+        assert len(var.values()) == count - 1
+        assert c not in [k for k, _ in var.items()]
+        closed.set()
+        assert wrote.wait(30)
+        rows = var.values().tolist()
+        assert len(rows) == count - 1 and 4 not in rows and 1000 not in rows
+        assert var.sum() == sum(rows) and var.max() == max(rows) and var.min() == min(rows)
+        assert var.mean() == pytest.approx(sum(rows) / len(rows))
+    finally:
+        release.set()
+        thread.join(30)
+    assert all(var.of(new()) == 0 for _ in range(10))  # the row came back zeroed
 
 
 # -- a state machine against a dict model ------------------------------------------------
