@@ -39,7 +39,7 @@ from types import GenericAlias
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
-from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
+from ._typed import NARROW, check_redeclaration, maximum, mean, minimum, spec_for, total, values
 
 cdef extern from "Python.h":
     # Only the fields read here; the struct is CPython's (cpython/pystate.h, 3.7 to 3.13).
@@ -733,10 +733,10 @@ cdef extern from *:
     # is rewritten in place instead of allocating a new int. 3.10/3.11 int layout only.
     """
     static PyObject *pc_box = NULL;
-    static PyObject *pc_box_ll(long long value) {
+    static inline PyObject *pc_box_ll(long long value) {
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
         PyObject *box;
-        if (value > 256 && value < (long long)PyLong_BASE) {
+        if ((unsigned long long)(value - 257) < (unsigned long long)(PyLong_BASE - 257)) {
             box = pc_box;
             if (box != NULL && Py_REFCNT(box) == 1) {
                 ((PyLongObject *)box)->ob_digit[0] = (digit)value;
@@ -772,6 +772,8 @@ cdef extern from *:
     # A one-digit int's value without a call (3.10/3.11 int layout), else 0 for the slow path.
     bint pc_small_int(object value, long long* out) noexcept
     bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
+
+cdef long long NARROW_C = NARROW  # see _typed.NARROW and Column.counter
 
 # Array adds read, compute in numpy and write: the lock makes that atomic among threads.
 cdef object _array_add_lock = threading.RLock()
@@ -1023,11 +1025,11 @@ cdef class PerContainer:
         """Return the current container's value (running the factory once if needed)."""
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
-        cdef Column column = self.column
-        if column is not None:
-            if column.kind == KIND_VIEW or (<Container>c).shares or (<Container>c).state == DEAD:
-                return _typed_get(self, _owner(self, <Container>c))
-            return _read(column, cell(column, (<Container>c).area.row))
+        if self.column is not None:  # (attribute chains on self.column take no reference)
+            if self.column.counter and not (<Container>c).shares \
+                    and (<Container>c).state != DEAD:
+                return pc_box_ll((<int64_t*>self.column.bases[0])[(<Container>c).area.row])
+            return _typed_get(self, _owner(self, <Container>c))
         if not (<Container>c).shares:
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
@@ -1124,17 +1126,18 @@ cdef class PerContainer:
 
     def add(self, delta=1):
         """Add delta to the current container's value and return the new value."""
-        cdef Column column = self.column
         cdef PyObject* owner
         cdef long long step, added
         cdef int64_t* at
-        if column is not None:
+        if self.column is not None:
             # The common counter inline: int64, a one-digit delta, nothing shared.
             owner = _current_ptr()
-            if column.kind == KIND_INT and column.itemsize == 8 and pc_small_int(delta, &step) \
+            if self.column.counter and pc_small_int(delta, &step) \
                     and not (<Container>owner).shares and (<Container>owner).state != DEAD:
-                at = <int64_t*>cell(column, (<Container>owner).area.row)
-                if not pc_add_ll(at[0], step, &added) and column.low <= added <= column.high:
+                # A counter column holds values below NARROW; |step| < 2**30: no overflow.
+                at = <int64_t*>self.column.bases[0] + (<Container>owner).area.row
+                added = at[0] + step
+                if -NARROW_C < added < NARROW_C:
                     at[0] = added
                     return pc_box_ll(added)
             return _typed_add(self, delta)

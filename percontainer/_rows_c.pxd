@@ -32,6 +32,7 @@ cdef class Column:
     cdef Py_ssize_t row_bytes
     cdef int kind
     cdef int itemsize
+    cdef bint counter  # a scalar int64 column not wide: the kind the hot paths inline
     cdef readonly bint wide  # a 64-bit scalar column once held a value beyond _typed.NARROW
     # The values an INT or UINT column's fast paths store: its dtype's range, but for a 64-bit
     # column not wide yet, the narrow range, so that the first wide value takes the slow path

@@ -82,6 +82,7 @@ cdef class Column:
         return 0
 
     cdef int _set_range(self) except -1:
+        self.counter = self.kind == KIND_INT and self.itemsize == 8 and not self.wide
         if self.kind == KIND_UINT and self.itemsize == 8:  # high < 0: no limit
             self.low, self.high = 0, (-1 if self.wide else NARROW - 1)
         elif self.kind == KIND_INT or self.kind == KIND_UINT:

@@ -270,7 +270,8 @@ def make_view(column: Column, row: int) -> tuple[np.ndarray[Any, Any], np.ndarra
     k, index = locate(row)
     chunk_bytes = column.chunks[k].reshape(-1).view(np.uint8)
     start = index * spec.row_bytes
-    lease = np.frombuffer(memoryview(chunk_bytes)[start:start + spec.row_bytes], dtype=spec.dtype)
+    buffer = memoryview(chunk_bytes)  # type: ignore[arg-type]  # numpy types __buffer__ for 3.12+
+    lease = np.frombuffer(buffer[start:start + spec.row_bytes], dtype=spec.dtype)
     return lease.reshape(spec.shape), lease
 
 
