@@ -108,6 +108,8 @@ class Tally:
         for tenant, hits in self.hits.items():
             assert stats[tenant]["tenant"] == tenant
             assert stats[tenant]["requests"] == hits, tenant  # every request counted, once
+            # The typed histogram (numpy storage) counted the same requests, in this tenant only.
+            assert sum(stats[tenant]["latency_us"].values()) == hits, tenant
             # Each increment answered its own new value: 1..n, none lost, none repeated.
             assert sorted(self.counts[tenant]) == list(range(1, hits + 1)), tenant
 
@@ -181,4 +183,5 @@ def test_bad_hosts_get_400_and_touch_no_tenant(kind: str) -> None:
             assert response.status_code == 400, host
             assert "tenant" in response.text
         stats = client.get("/stats", headers={"host": "acme.example"}).json()
+    assert sum(stats.pop("latency_us").values()) == 1
     assert stats == {"tenant": "acme.example", "requests": 1, "cached": []}
