@@ -149,7 +149,7 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
         record.factory, record.on_exit = factory, on_exit
         if spec is not None:
             assert record.column is not None  # _check_same_storage
-            record.column.spec = spec  # the same layout; new containers take the new default
+            record.column.set_spec(spec)  # the same layout; new containers take the new default
         return record
 
 

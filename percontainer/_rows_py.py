@@ -25,6 +25,11 @@ class Column:
         self.chunks: list[np.ndarray[Any, Any]] = []
         self.wide = _is_wide(spec, spec.default)  # see _typed.NARROW
 
+    def set_spec(self, spec: TypedSpec) -> None:
+        """Take a spec of the same layout (a redeclaration's new default)."""
+        self.spec = spec
+        self.wide = self.wide or _is_wide(spec, spec.default)
+
     def grow_to(self, chunk_count: int) -> None:
         """Make room for the rows of `chunk_count` chunks (zeroed)."""
         shape, dtype = self.spec.shape, self.spec.dtype
