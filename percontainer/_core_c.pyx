@@ -253,6 +253,7 @@ cdef class _Extra:
     cdef dict owners  # shared group -> the container that stores it
     cdef dict children  # child not yet torn down -> None
     cdef dict owners_for  # frozenset of shared groups -> the owners mapping its children use
+    cdef int pins  # pin() calls not yet unpinned (each also counts in the container's users)
 
 
 cdef frozenset _NO_GROUPS = frozenset()
@@ -277,7 +278,7 @@ cdef class Container:
     cdef PyObject* prev  # the registry: a list in creation order that holds one reference
     cdef PyObject* next
     cdef _Extra extra  # None: no name, the host as parent, nothing shared, no children
-    cdef int users  # threads and tasks inside, by `with`; teardown waits for 0
+    cdef int users  # threads and tasks inside (by `with`) and pins; teardown waits for 0
     cdef unsigned char state
     cdef unsigned char shares  # any group shared: reads must look up the storing container
 
@@ -377,6 +378,31 @@ cdef class Container:
         finally:
             _exit(self)
 
+    @property
+    def in_use(self):
+        """True while a thread or task is inside (by `with`) or the container is pinned."""
+        return self.users > 0
+
+    @property
+    def pinned(self):
+        """True while a pin() awaits its unpin()."""
+        return self.extra is not None and self.extra.pins > 0
+
+    def pin(self):
+        """Count one more user without entering: close() tears down only after unpin()."""
+        if self.state != LIVE:
+            raise ContainerClosedError(f"cannot pin closed {self!r}")
+        cdef _Extra extra = _extra(self)
+        extra.pins += 1
+        self.users += 1
+
+    def unpin(self):
+        """Undo one pin(); a container closed meanwhile is torn down by its last user."""
+        if self.extra is None or self.extra.pins == 0:
+            raise ContainerError(f"unpin() of {self!r} without a matching pin()")
+        self.extra.pins -= 1
+        _drop_user(self)
+
     # -- closing ----------------------------------------------------------------------------
     def close(self):
         """Close this container and its live descendants, run exit hooks, drop the values."""
@@ -466,6 +492,12 @@ cdef int _exit(Container container) except -1:
     if PyContextVar_Reset(_current_frame, frame.token) < 0:
         _exit_failed(container)
     _cache(PyThreadState_Get(), frame.below)
+    _drop_user(container)
+    return 0
+
+
+cdef inline int _drop_user(Container container) except -1:
+    """Count one user fewer; the last one out of a closed container tears it down."""
     container.users -= 1
     if container.state == WAITING and _unused(container):
         container.state = TEARDOWN

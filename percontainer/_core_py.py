@@ -182,7 +182,7 @@ class Container:
     """A tenant: its own copy of every per-container variable."""
 
     __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_row", "_state",
-                 "_users", "_children", "__weakref__")
+                 "_users", "_pins", "_children", "__weakref__")
     _id: int
     _name: str | None
     _parent: Container | None
@@ -191,7 +191,8 @@ class Container:
     _area: dict[int, Any] | None  # slot -> value, set slots only; None once values are dropped
     _row: int  # its row in the typed variables' storage; -1 for none (disabled mode, dead)
     _state: int
-    _users: int  # threads and tasks inside, by `with`; teardown waits for 0
+    _users: int  # threads and tasks inside (by `with`) and pins; teardown waits for 0
+    _pins: int  # pin() calls not yet unpinned
     _children: dict[Container, None] | None  # children not yet torn down, made on the first
 
     def __init__(self, name: str | None = None, *, parent: Container | None = None,
@@ -221,6 +222,7 @@ class Container:
             self._owners = owners
             self._area = {}
             self._users = 0
+            self._pins = 0
             self._children = None
             self._state = _LIVE
             if parent is not host:  # the host is never closed, so it needs no list of children
@@ -285,6 +287,41 @@ class Container:
             raise ContainerError(
                 f"{self!r} was entered in another thread or task than the one exiting it"
             ) from None
+        self._drop_user()
+
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call fn(*args, **kwargs) inside this container and return its result."""
+        with self:
+            return fn(*args, **kwargs)
+
+    @property
+    def in_use(self) -> bool:
+        """True while a thread or task is inside (by `with`) or the container is pinned."""
+        return self._users > 0
+
+    @property
+    def pinned(self) -> bool:
+        """True while a pin() awaits its unpin()."""
+        return self._pins > 0
+
+    def pin(self) -> None:
+        """Count one more user without entering: close() tears down only after unpin()."""
+        with _lock:
+            if self._state != _LIVE:
+                raise ContainerClosedError(f"cannot pin closed {self!r}")
+            self._pins += 1
+            self._users += 1
+
+    def unpin(self) -> None:
+        """Undo one pin(); a container closed meanwhile is torn down by its last user."""
+        with _lock:
+            if self._pins == 0:
+                raise ContainerError(f"unpin() of {self!r} without a matching pin()")
+            self._pins -= 1
+        self._drop_user()
+
+    def _drop_user(self) -> None:
+        """Count one user fewer; the last one out of a closed container tears it down."""
         with _lock:
             self._users -= 1
             last_out = self._state == _WAITING and self._unused()
@@ -292,11 +329,6 @@ class Container:
                 self._state = _TEARDOWN
         if last_out:
             self._teardown(raise_errors=False)
-
-    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call fn(*args, **kwargs) inside this container and return its result."""
-        with self:
-            return fn(*args, **kwargs)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -386,6 +418,7 @@ def _new_host() -> Container:
     container._area = {}
     container._row = _rows.take(container._id, frozenset())
     container._users = 0
+    container._pins = 0
     container._children = None
     container._state = _LIVE
     _holding[container] = None

@@ -11,7 +11,6 @@ another tenant's container.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -37,16 +36,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)  # a server sees the same few Host values over and over
-def _host_from_bytes(value: bytes) -> str | None:
-    return normalize_host(value.decode("latin-1"))
+# Host header value -> tenant key: a server sees the same few values over and over. A plain
+# dict read is cheaper per request than an lru_cache call; it is emptied when it gets large.
+_host_keys: dict[bytes, str | None] = {}
+_HOST_KEYS_MAX = 4096
 
 
 def host_key(scope: Scope) -> str | None:
     """The tenant is the Host header's name (lower-cased, port dropped); None if malformed."""
-    for key, value in scope.get("headers", ()):
-        if key == b"host" or key.lower() == b"host":
-            return _host_from_bytes(bytes(value))
+    for name, value in scope.get("headers", ()):
+        if name == b"host" or name.lower() == b"host":
+            try:
+                return _host_keys[value]
+            except (KeyError, TypeError):  # new, or not bytes (a bytearray, say)
+                value = bytes(value)
+                key = normalize_host(value.decode("latin-1"))
+                if len(_host_keys) >= _HOST_KEYS_MAX:
+                    _host_keys.clear()
+                _host_keys[value] = key
+                return key
     return None
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._core import Container, current
-from ._errors import ContainerError, report_unraisable
+from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
 
@@ -27,11 +27,10 @@ class UnknownTenantError(LookupError):
 
 
 class _Entry:
-    __slots__ = ("container", "in_flight", "last_used")
+    __slots__ = ("container", "last_used")
 
     def __init__(self, container: Container, now: float) -> None:
         self.container = container
-        self.in_flight = 0
         self.last_used = now
 
 
@@ -64,7 +63,7 @@ class TenantRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._draining: dict[Container, _Entry] = {}  # evicted while requests were in flight
+        self._draining: set[Container] = set()  # evicted while pinned: closed by the last unpin
         self._closed = False
         self._evicts = max_tenants is not None or idle_timeout is not None
 
@@ -114,12 +113,24 @@ class TenantRegistry:
             self.unpin(key, container)
 
     def pin(self, key: str, *, create: bool | None = None) -> Container:
-        """Find or make the tenant and count one more user of it (never evicted while used).
+        """Find or make the tenant and pin its container (Container.pin: a container in use is
+        never evicted, and one closed meanwhile is torn down by its last user).
 
         Every pin() needs its unpin(key, container). create: make the tenant if unknown (default: the
         registry's auto_create); raises UnknownTenantError otherwise."""
         if not isinstance(key, str):
             raise TypeError(f"a tenant key is a str, not {type(key).__name__}")
+        if not self._evicts:  # no order to keep: dict reads and a pin, each atomic, no lock
+            entry = self._entries.get(key)
+            if entry is not None:
+                try:
+                    entry.container.pin()
+                except ContainerClosedError:
+                    pass  # evicted and closed meanwhile: the locked path finds what is current
+                else:
+                    if self._entries.get(key) is entry:  # not evicted between read and pin
+                        return entry.container
+                    self.unpin(key, entry.container)
         evicted: list[Container] = []
         try:
             with self._lock:
@@ -131,7 +142,7 @@ class TenantRegistry:
                         raise UnknownTenantError(f"unknown tenant {key!r}")
                     entry = _Entry(self._make(key), 0.0)
                     self._entries[key] = entry
-                entry.in_flight += 1
+                entry.container.pin()  # live: a container leaves _entries before it closes
                 if self._evicts:  # order and times matter only to eviction
                     entry.last_used = now = self._clock()
                     self._entries.move_to_end(key)
@@ -144,24 +155,26 @@ class TenantRegistry:
                 _close_all(evicted, raise_first=False)
 
     def unpin(self, key: str, container: Container) -> None:
-        """Count one user fewer of the tenant's container that pin() returned."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry.container is container:
-                if entry.in_flight > 0:
-                    entry.in_flight -= 1
-                if self._evicts:
+        """Undo the pin() that returned `container` for `key`."""
+        if self._evicts:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry.container is container:
                     entry.last_used = self._clock()
                     self._entries.move_to_end(key)  # kept in order of last use, pin or unpin
+        container.unpin()
+        if self._draining:
+            self._drain(container)
+
+    def _drain(self, container: Container) -> None:
+        """Close a tenant evicted while pinned, once its last pin is gone (here, or by the
+        unpin() racing this check: the lock lets exactly one of them close it)."""
+        if container.pinned:
+            return
+        with self._lock:
+            if container not in self._draining:
                 return
-            entry = self._draining.get(container)
-            if entry is None or entry.in_flight == 0:
-                return
-            entry.in_flight -= 1
-            if entry.in_flight > 0:
-                return
-            del self._draining[container]
-        # The last request of a tenant evicted while it was busy: close it now.
+            self._draining.discard(container)
         _close_all([container], raise_first=False)
 
     def _make(self, key: str) -> Container:
@@ -178,7 +191,7 @@ class TenantRegistry:
             for key, entry in self._entries.items():
                 if now - entry.last_used < self.idle_timeout:
                     break
-                if entry.in_flight == 0:
+                if not entry.container.in_use:
                     chosen.append(key)
         if self.max_tenants is not None:
             excess = len(self._entries) - len(chosen) - self.max_tenants
@@ -186,7 +199,7 @@ class TenantRegistry:
                 for key, entry in self._entries.items():
                     if excess == 0:
                         break
-                    if entry.in_flight == 0 and key not in chosen:
+                    if not entry.container.in_use and key not in chosen:
                         chosen.append(key)
                         excess -= 1
         return [self._entries.pop(key).container for key in chosen]
@@ -208,10 +221,13 @@ class TenantRegistry:
             entry = self._entries.pop(key, None)
             if entry is None:
                 return False
-            if entry.in_flight > 0:
-                self._draining[entry.container] = entry
-                return True
-        entry.container.close()
+            pinned = entry.container.pinned
+            if pinned:  # closed by its last unpin(): a streaming body may still enter it
+                self._draining.add(entry.container)
+        if pinned:
+            self._drain(entry.container)  # unpinned since the check: nobody else will close it
+        else:
+            entry.container.close()
         return True
 
     def close(self) -> None:
@@ -220,7 +236,7 @@ class TenantRegistry:
         with self._lock:
             self._closed = True
             containers = [entry.container for entry in self._entries.values()]
-            containers += list(self._draining)
+            containers += self._draining
             self._entries.clear()
             self._draining.clear()
         _close_all(containers, raise_first=True)
