@@ -6,7 +6,9 @@
    wsgiref server for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
    100 tenants by Host header), with and without the middleware in alternating rounds:
    requests/s, and the server process's CPU time per request during the load (from /proc),
-   which the client sharing the machine does not blur; medians of the rounds.
+   which the client sharing the machine does not blur; medians of the rounds. With two CPUs
+   or more and `taskset`, the server runs on CPU 0 and wrk on CPU 1, so they never compete
+   for one; every server gets the same hash seed, so no variant draws luckier dict layouts.
 
 Run:  python bench/server_overhead.py [--rounds N] [--seconds S]
 """
@@ -92,8 +94,9 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
     command = [sys.executable, "-m", "examples.tenant_server", kind, "--port", str(port)]
     if variant != "tenant":
         command.append(f"--{variant}")
-    server = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(_on_cpu(0) + command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0"))
     try:
         for _ in range(300):
             try:
@@ -103,7 +106,7 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
                 time.sleep(0.05)
         cpu_before = cpu_seconds(server.pid)
         done = subprocess.run(
-            ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script,
+            _on_cpu(1) + ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script,
              f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True)
         cpu = cpu_seconds(server.pid) - cpu_before
     finally:
@@ -116,6 +119,13 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
     requests = next(int(line.split()[0]) for line in lines if " requests in " in line)
     rps = next(float(line.split()[1]) for line in lines if line.startswith("Requests/sec:"))
     return rps, cpu / requests * 1e6
+
+
+def _on_cpu(cpu: int) -> list[str]:
+    """Return the command prefix that pins a process to one CPU, when that is possible."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
 
 
 def main() -> int:

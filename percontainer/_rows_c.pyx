@@ -105,10 +105,6 @@ cdef Column _new_column(object spec, str group):
     return column
 
 
-cdef list _columns = []  # the typed variables' columns and the masks below
-cdef Py_ssize_t _chunk_count = 0
-cdef Py_ssize_t _capacity = 0  # rows in _chunk_count chunks
-cdef Py_ssize_t _top = 0  # rows ever taken
 ctypedef struct Rows:  # a growable array of row numbers
     int* rows
     Py_ssize_t count
@@ -139,6 +135,10 @@ cdef bint rows_remove(Rows* rows, int row) noexcept:
     return False
 
 
+cdef list _columns = []  # the typed variables' columns and the masks below
+cdef Py_ssize_t _chunk_count = 0
+cdef Py_ssize_t _capacity = 0  # rows in _chunk_count chunks
+cdef Py_ssize_t _top = 0  # rows ever taken
 # Row bookkeeping in C arrays: creating and closing a container box no row number.
 cdef Rows _free  # zeroed rows to reuse, last freed first
 cdef Rows _closed  # rows of closed containers not torn down yet
@@ -187,13 +187,14 @@ cdef list held_rows():
 
 cdef Column add_column(object spec, str group):
     """Make a typed variable's column, at its default in every container storing it."""
+    cdef Py_ssize_t i
     cdef Column column = _add(_new_column(spec, group))
     if column.fill is not None:
         for chunk, selected in pieces(column, mask(group)):
             chunk[selected] = spec.default
-        for row in held_rows():
-            if group not in _closed_shared.get(row, ()):
-                memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
+        for i in range(_closed.count):  # closed, not torn down: still read by those inside
+            if group not in _closed_shared.get(_closed.rows[i], ()):
+                memcpy(cell(column, _closed.rows[i]), <char*>column.fill, column.row_bytes)
     return column
 
 
