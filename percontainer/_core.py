@@ -8,14 +8,16 @@ from ._config import NO_EXTENSIONS
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._core_py import (
-        ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+        ENABLED, Container, PerContainer, containers, current, enter_from, host, leave,
+        per_container, wrap,
     )
 
     IMPLEMENTATION = "python"
 else:
     try:
         from ._core_c import (
-            ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+            ENABLED, Container, PerContainer, containers, current, enter_from, host, leave,
+            per_container, wrap,
         )
 
         IMPLEMENTATION = "cython"
@@ -30,12 +32,13 @@ else:
             stacklevel=2,
         )
         from ._core_py import (
-            ENABLED, Container, PerContainer, containers, current, host, per_container, wrap,
+            ENABLED, Container, PerContainer, containers, current, enter_from, host, leave,
+            per_container, wrap,
         )
 
         IMPLEMENTATION = "python"
 
 __all__ = [
-    "ENABLED", "IMPLEMENTATION", "Container", "PerContainer", "containers", "current", "host",
-    "per_container", "wrap",
+    "ENABLED", "IMPLEMENTATION", "Container", "PerContainer", "containers", "current",
+    "enter_from", "host", "leave", "per_container", "wrap",
 ]

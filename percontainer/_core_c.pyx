@@ -82,7 +82,7 @@ cdef extern from *:
 
 __all__ = [
     "ENABLED", "Container", "ContainerClosedError", "ContainerError", "PerContainer",
-    "containers", "current", "host", "per_container", "wrap",
+    "containers", "current", "enter_from", "host", "leave", "per_container", "wrap",
 ]
 
 #: False when PERCONTAINER_DISABLE was set at import: every container uses the host's storage.
@@ -232,6 +232,25 @@ cdef object _call_inside(Container container, object fn, tuple args):
         if PyContextVar_Reset(_current_frame, token) < 0:
             _exit_failed(container)
         _cache(PyThreadState_Get(), frame.below)
+
+
+def enter_from(dict containers, key):
+    """Enter the live container containers[key] and return it (leave() leaves it), or return
+    None if there is none or it is closed: a registry's lookup and `with` in one call."""
+    found = containers.get(key)
+    if found is None:
+        return None
+    if not isinstance(found, Container):
+        raise TypeError(f"enter_from() maps keys to Containers, not {type(found).__name__}")
+    if (<Container>found).state != LIVE:
+        return None
+    _enter(<Container>found)
+    return found
+
+
+def leave(Container container):
+    """Leave the container that enter_from() (or __enter__) entered in this thread or task."""
+    _exit(container)
 
 
 cdef int _exit_failed(Container container) except -1:

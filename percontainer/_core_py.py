@@ -33,7 +33,9 @@ __all__ = [
     "PerContainer",
     "containers",
     "current",
+    "enter_from",
     "host",
+    "leave",
     "per_container",
     "wrap",
 ]
@@ -395,6 +397,24 @@ class Container:
         if parent_last:  # the parent was closed while this one still had someone inside
             parent._teardown(raise_errors=False)
         return errors
+
+
+def enter_from(containers: dict[Any, Container], key: Any) -> Container | None:
+    """Enter the live container containers[key] and return it (leave() leaves it), or return
+    None if there is none or it is closed: a registry's lookup and `with` in one call."""
+    container = containers.get(key)
+    if container is None or container._state != _LIVE:
+        return None
+    try:
+        container.__enter__()
+    except ContainerClosedError:  # closed by another thread since the check
+        return None
+    return container
+
+
+def leave(container: Container) -> None:
+    """Leave the container that enter_from() (or __enter__) entered in this thread or task."""
+    container.__exit__(None, None, None)
 
 
 def _call_inside(container: Container, fn: Callable[..., R], *args: Any) -> R:

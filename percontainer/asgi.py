@@ -96,17 +96,14 @@ class TenantMiddleware:
             return
         registry = self.registry
         try:
-            container = registry.pin(tenant)
+            container = registry.enter(tenant)
         except UnknownTenantError:
             await self._reject(scope, send, 404, f"unknown tenant {tenant!r}")
             return
         try:
-            # A pinned tenant is never closed by eviction (evict() waits for its last
-            # request), so entering can only fail once registry.close() has run.
-            with container:
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
-            registry.unpin(tenant, container)
+            registry.leave(tenant, container)
 
     async def _reject(self, scope: Scope, send: Send, status: int, reason: str) -> None:
         if scope["type"] == "websocket":

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._core import Container, current
+from ._core import Container, current, enter_from, leave
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
@@ -63,6 +63,7 @@ class TenantRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._containers: dict[str, Container] = {}  # the same tenants, for enter_from()
         self._draining: set[Container] = set()  # evicted while pinned: closed by the last unpin
         self._closed = False
         self._evicts = max_tenants is not None or idle_timeout is not None
@@ -112,6 +113,32 @@ class TenantRegistry:
         finally:
             self.unpin(key, container)
 
+    def enter(self, key: str) -> Container:
+        """Find or make the tenant and enter its container, which is current in this thread or
+        task until leave(key, container): use() without a with-block, for the middleware's hot
+        path. A container someone is inside is never evicted; evict(key) closes it at once and
+        its teardown waits for them (nothing may re-enter it: pin() for that)."""
+        if not self._evicts:  # no order to keep: one C call finds and enters, no lock
+            container = enter_from(self._containers, key)
+            if container is not None:
+                return container
+        container = self.pin(key)
+        try:
+            container.__enter__()  # pinned: only registry.close() can have closed it
+        finally:
+            self.unpin(key, container)  # being inside keeps it from teardown from here on
+        return container
+
+    def leave(self, key: str, container: Container) -> None:
+        """Leave the container enter(key) entered, in the same thread or task."""
+        leave(container)
+        if self._evicts:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry.container is container:
+                    entry.last_used = self._clock()
+                    self._entries.move_to_end(key)  # kept in order of last use
+
     def pin(self, key: str, *, create: bool | None = None) -> Container:
         """Find or make the tenant and pin its container (Container.pin: a container in use is
         never evicted, and one closed meanwhile is torn down by its last user).
@@ -142,6 +169,7 @@ class TenantRegistry:
                         raise UnknownTenantError(f"unknown tenant {key!r}")
                     entry = _Entry(self._make(key), 0.0)
                     self._entries[key] = entry
+                    self._containers[key] = entry.container
                 entry.container.pin()  # live: a container leaves _entries before it closes
                 if self._evicts:  # order and times matter only to eviction
                     entry.last_used = now = self._clock()
@@ -202,6 +230,8 @@ class TenantRegistry:
                     if not entry.container.in_use and key not in chosen:
                         chosen.append(key)
                         excess -= 1
+        for key in chosen:
+            del self._containers[key]
         return [self._entries.pop(key).container for key in chosen]
 
     def evict_idle(self) -> int:
@@ -221,6 +251,7 @@ class TenantRegistry:
             entry = self._entries.pop(key, None)
             if entry is None:
                 return False
+            del self._containers[key]
             pinned = entry.container.pinned
             if pinned:  # closed by its last unpin(): a streaming body may still enter it
                 self._draining.add(entry.container)
@@ -238,6 +269,7 @@ class TenantRegistry:
             containers = [entry.container for entry in self._entries.values()]
             containers += self._draining
             self._entries.clear()
+            self._containers.clear()
             self._draining.clear()
         _close_all(containers, raise_first=True)
 
