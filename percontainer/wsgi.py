@@ -74,6 +74,9 @@ class TenantMiddleware:
         except BaseException:
             self.registry.unpin(tenant, container)
             raise
+        if type(body) is list or type(body) is tuple:  # made already: iterating runs no app code
+            self.registry.unpin(tenant, container)
+            return body
         return _TenantBody(body, container, lambda: self.registry.unpin(tenant, container))
 
     def _reject(self, start_response: StartResponse, status: int,
