@@ -6,7 +6,9 @@
    wsgiref server for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
    100 tenants by Host header), with and without the middleware in alternating rounds:
    requests/s, and the server process's CPU time per request during the load (from /proc),
-   which the client sharing the machine does not blur; medians of the rounds. With two CPUs
+   which the client sharing the machine does not blur; medians of the rounds, and for the
+   overhead the median of each round's ratio to the plain server's run in the same round,
+   with its range. With two CPUs
    or more and `taskset`, the server runs on CPU 0 and wrk on CPU 1, so they never compete
    for one; every server gets the same hash seed, so no variant draws luckier dict layouts.
 
@@ -121,6 +123,14 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
     return rps, cpu / requests * 1e6
 
 
+def _paired(variant: list[tuple[float, float]], plain: list[tuple[float, float]]) -> str:
+    """Return the median over rounds of the CPU per request against the plain server's in the
+    same round (neighbours in time, so slow drift cancels), with the range over rounds."""
+    overheads = sorted((cpu / base - 1) * 100 for (_, cpu), (_, base) in zip(variant, plain))
+    return (f"{statistics.median(overheads):+.1f}% "
+            f"({overheads[0]:+.1f}% .. {overheads[-1]:+.1f}%)")
+
+
 def _on_cpu(cpu: int) -> list[str]:
     """Return the command prefix that pins a process to one CPU, when that is possible."""
     if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
@@ -150,7 +160,7 @@ def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     print("\n| example server, wrk, 64 connections | requests/s | server CPU per request "
-          "| overhead (CPU) |")
+          "| overhead (CPU), median of rounds (range) |")
     print("|---|---:|---:|---:|")
     try:
         for kind in ("asgi", "wsgi"):
@@ -159,14 +169,13 @@ def main() -> int:
             for _ in range(args.rounds):
                 for variant in variants:
                     rounds[variant].append(served(kind, variant, args.seconds, script.name))
-            base_cpu = statistics.median(cpu for _, cpu in rounds["plain"])
             labels = {"plain": "without middleware",
                       "contextvar": "a bare ContextVar set/reset per request",
                       "tenant": "with TenantMiddleware"}
             for variant in variants:
                 rps = statistics.median(rate for rate, _ in rounds[variant])
                 cpu = statistics.median(cpu for _, cpu in rounds[variant])
-                overhead = "" if variant == "plain" else f"{(cpu / base_cpu - 1) * 100:+.1f}%"
+                overhead = "" if variant == "plain" else _paired(rounds[variant], rounds["plain"])
                 print(f"| {kind.upper()}, {labels[variant]} | {rps:,.0f} | {cpu:.1f} us "
                       f"| {overhead} |")
     finally:
