@@ -1296,3 +1296,4 @@ def wrap(fn):
             return fn(*args, **kwargs)
 
     return in_container
+

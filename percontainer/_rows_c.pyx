@@ -287,3 +287,4 @@ cdef object make_row_view(Column column, int row):
     view, lease = make_view(column, row)
     _leases.add(row, lease)
     return view
+

@@ -193,8 +193,12 @@ def test_typed_variable_churn_is_flat(pc: ModuleType, name: str) -> None:
         with traced() as size:
             churn(500, "warm")
             start = size()
-            churn(10_000, "run")
-            growth = size() - start
-        assert growth < MIB, f"{growth} bytes retained after dropping 10,000 typed variables"
+            churn(5_000, "run")
+            middle = size()
+            churn(5_000, "again")
+            windows = [middle - start, size() - middle]
+        # A leak grows in both windows; a global table of the interpreter's (interned strings)
+        # that happens to resize grows one of them once.
+        assert min(windows) < MIB, f"{windows} bytes retained after dropping typed variables"
     finally:
         container.close()
