@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._core import Container, current, enter_from, leave
+from ._core import ENABLED, Container, current, enter_from, leave
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
@@ -118,6 +118,10 @@ class TenantRegistry:
         task until leave(key, container): use() without a with-block, for the middleware's hot
         path. A container someone is inside is never evicted; evict(key) closes it at once and
         its teardown waits for them (nothing may re-enter it: pin() for that)."""
+        if not ENABLED:  # entering counts no user: the pin keeps the tenant until leave()
+            container = self.pin(key)
+            container.__enter__()
+            return container
         if not self._evicts:  # no order to keep: one C call finds and enters, no lock
             container = enter_from(self._containers, key)
             if container is not None:
@@ -132,7 +136,9 @@ class TenantRegistry:
     def leave(self, key: str, container: Container) -> None:
         """Leave the container enter(key) entered, in the same thread or task."""
         leave(container)
-        if self._evicts:
+        if not ENABLED:
+            self.unpin(key, container)
+        elif self._evicts:
             with self._lock:
                 entry = self._entries.get(key)
                 if entry is not None and entry.container is container:
