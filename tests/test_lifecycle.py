@@ -557,3 +557,55 @@ def test_parent_teardown_waits_for_a_thread_inside_a_child(pc: ModuleType, name:
                          ("own", "parent", parent)]
     with pytest.raises(pc.ContainerClosedError):
         pooled.of(child)
+
+
+# -- pin / unpin -----------------------------------------------------------------------------
+def test_pin_defers_teardown_until_unpin(pc: ModuleType, name: str) -> None:
+    """A pinned container that is closed keeps its values until its last unpin()."""
+    log: list[Any] = []
+    var = pc.PerContainer(name, default=None, on_exit=log.append)
+    c = pc.Container()
+    c.run(var.set, "kept")
+    assert not c.pinned and not c.in_use
+    c.pin()
+    c.pin()
+    assert c.pinned and c.in_use
+    c.close()
+    assert c.closed and log == []
+    if pc.ENABLED:
+        assert var.of(c) == "kept"  # still readable: the teardown waits
+    c.unpin()
+    assert log == []
+    c.unpin()
+    assert log == (["kept"] if pc.ENABLED else [])
+    assert not c.pinned and not c.in_use
+    with pytest.raises(pc.ContainerClosedError):
+        var.of(c)
+
+
+def test_pin_errors_leave_the_container_as_it_was(pc: ModuleType, new: New) -> None:
+    c = new()
+    with pytest.raises(pc.ContainerError, match="without a matching pin"):
+        c.unpin()
+    with c:  # a user inside is not a pin: unpin() must not steal its count
+        with pytest.raises(pc.ContainerError, match="without a matching pin"):
+            c.unpin()
+        assert c.in_use == pc.ENABLED and not c.pinned
+    c.close()
+    with pytest.raises(pc.ContainerClosedError):
+        c.pin()
+    assert not c.pinned
+
+
+def test_enter_from_enters_live_containers_only(pc: ModuleType, new: New) -> None:
+    live, closed = new("live"), new("closed")
+    closed.close()
+    mapping = {"live": live, "closed": closed}
+    assert pc.enter_from(mapping, "missing") is None
+    assert pc.enter_from(mapping, "closed") is None
+    assert pc.enter_from(mapping, "live") is live
+    try:
+        assert pc.current() is (live if pc.ENABLED else pc.host)
+    finally:
+        pc.leave(live)
+    assert pc.current() is pc.host

@@ -669,3 +669,61 @@ def test_many_threads_pin_and_use(make: Callable[..., TenantRegistry], name: str
         # every container's final counter equals the uses made of it
         assert finals == total
         assert sum(total.values()) == threads_n * ops
+
+
+# -- enter / leave: the ASGI middleware's hot path ---------------------------------------------
+@pytest.mark.parametrize("limits", [{}, {"max_tenants": 5}])
+def test_enter_and_leave(make: Callable[..., TenantRegistry], limits: dict[str, Any]) -> None:
+    reg = make(**limits)
+    a = reg.enter("a")  # made on demand
+    try:
+        assert "a" in reg and a.in_use
+        assert current() is (a if percontainer.ENABLED else host)
+        again = reg.enter("a")  # found, nested
+        assert again is a
+        reg.leave("a", again)
+    finally:
+        reg.leave("a", a)
+    assert current() is host and not a.in_use and not a.closed
+    assert reg.get("a") is a
+
+
+def test_evict_while_entered_tears_down_at_leave(
+        make: Callable[..., TenantRegistry],
+        exits: tuple[PerContainer[Any], list[tuple[str | None, Any]]]) -> None:
+    variable, log = exits
+    reg = make()
+    a = reg.enter("a")
+    try:
+        variable.set("A")
+        assert reg.evict("a") and "a" not in reg
+        assert log == []  # someone is inside: the teardown waits
+        fresh = reg.enter("a")
+        assert fresh is not a
+        reg.leave("a", fresh)
+    finally:
+        reg.leave("a", a)
+    assert a.closed
+    assert log == ([("a", "A")] if percontainer.ENABLED else [])
+
+
+def test_enter_refuses_after_close(make: Callable[..., TenantRegistry]) -> None:
+    reg = make()
+    reg.get("a")
+    reg.close()
+    with pytest.raises(ContainerError, match="closed"):
+        reg.enter("a")
+    assert current() is host
+
+
+def test_busy_tenant_is_not_evicted_by_max_tenants(make: Callable[..., TenantRegistry]) -> None:
+    reg = make(max_tenants=1)
+    a = reg.enter("a")
+    try:
+        for key in ("b", "c"):
+            reg.get(key)
+            assert "a" in reg and not a.closed  # in use: never the one evicted
+    finally:
+        reg.leave("a", a)
+    reg.get("d")
+    assert "a" not in reg and a.closed
