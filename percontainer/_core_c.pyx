@@ -824,7 +824,14 @@ cdef extern from *:
     bint pc_small_int(object value, long long* out) noexcept
     bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
 
-cdef long long NARROW_C = NARROW  # see _typed.NARROW and Column.counter
+cdef extern from *:
+    """
+    #define PC_NARROW (1LL << 40)  /* _typed.NARROW, checked equal at import */
+    """
+    long long PC_NARROW
+
+if PC_NARROW != NARROW:
+    raise ImportError("percontainer: _typed.NARROW and the compiled core's PC_NARROW differ")
 
 # Array adds read, compute in numpy and write: the lock makes that atomic among threads.
 cdef object _array_add_lock = threading.RLock()
@@ -1188,7 +1195,7 @@ cdef class PerContainer:
                 # A counter column holds values below NARROW; |step| < 2**30: no overflow.
                 at = <int64_t*>self.column.bases[0] + (<Container>owner).area.row
                 added = at[0] + step
-                if -NARROW_C < added < NARROW_C:
+                if -PC_NARROW < added < PC_NARROW:
                     at[0] = added
                     return pc_box_ll(added)
             return _typed_add(self, delta)
