@@ -120,12 +120,16 @@ class TenantRegistry:
         its teardown waits for them (nothing may re-enter it: pin() for that)."""
         if not ENABLED:  # entering counts no user: the pin keeps the tenant until leave()
             container = self.pin(key)
-            container.__enter__()
+            try:
+                container.__enter__()
+            except BaseException:
+                self.unpin(key, container)
+                raise
             return container
         if not self._evicts:  # no order to keep: one C call finds and enters, no lock
-            container = enter_from(self._containers, key)
-            if container is not None:
-                return container
+            found = enter_from(self._containers, key)
+            if found is not None:
+                return found
         container = self.pin(key)
         try:
             container.__enter__()  # pinned: only registry.close() can have closed it
