@@ -1,7 +1,8 @@
 """TenantRegistry: one container per tenant key, made on demand, evicted when idle.
 
-A request uses its tenant through `with registry.use(key) as container:`, which finds or makes
-the container, pins it (an evicted tenant is one with no request in flight) and enters it.
+A request uses its tenant through `with registry.use(key) as container:` (or enter/leave),
+which finds or makes the container and enters it; eviction passes over a container in use
+(a request inside, or pinned).
 Eviction closes the container, so its exit hooks run; a later request for the same key gets a
 fresh container. All of it is thread-safe and safe under asyncio (the lock is never held
 while user code runs).
@@ -143,11 +144,7 @@ class TenantRegistry:
         if not ENABLED:
             self.unpin(key, container)
         elif self._evicts:
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None and entry.container is container:
-                    entry.last_used = self._clock()
-                    self._entries.move_to_end(key)  # kept in order of last use
+            self._touch(key, container)
 
     def pin(self, key: str, *, create: bool | None = None) -> Container:
         """Find or make the tenant and pin its container (Container.pin: a container in use is
@@ -195,14 +192,18 @@ class TenantRegistry:
     def unpin(self, key: str, container: Container) -> None:
         """Undo the pin() that returned `container` for `key`."""
         if self._evicts:
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None and entry.container is container:
-                    entry.last_used = self._clock()
-                    self._entries.move_to_end(key)  # kept in order of last use, pin or unpin
+            self._touch(key, container)
         container.unpin()
         if self._draining:
             self._drain(container)
+
+    def _touch(self, key: str, container: Container) -> None:
+        """Note the end of a use: the tenants are kept in order of last use, start or end."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.container is container:
+                entry.last_used = self._clock()
+                self._entries.move_to_end(key)
 
     def _drain(self, container: Container) -> None:
         """Close a tenant evicted while pinned, once its last pin is gone (here, or by the
