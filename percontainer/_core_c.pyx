@@ -299,7 +299,10 @@ cdef class Container:
     cdef _Extra extra  # None: no name, the host as parent, nothing shared, no children
     cdef int users  # threads and tasks inside (by `with`) and pins; teardown waits for 0
     cdef unsigned char state
-    cdef unsigned char shares  # any group shared: reads must look up the storing container
+    # 1 while live with no group shared: the fast paths use this area with no other check.
+    # 0 when a group is shared (look up the storing container) or once dead (raise); and
+    # 0 in a Container made by __new__ alone, which is unusable.
+    cdef unsigned char direct
 
     def __init__(self, name=None, *, parent=None, share=()):
         global _next_id
@@ -339,7 +342,7 @@ cdef class Container:
                 up_extra.children = {}
             up_extra.children[self] = None
         self.extra = extra
-        self.shares = owners is not None
+        self.direct = owners is None
         _link(self)
         self.state = LIVE
 
@@ -555,6 +558,7 @@ cdef list _teardown(Container container, bint raise_errors):
     hooks = hook_value = None  # the hooks' values die with the rest, below
     # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
     container.state = DEAD
+    container.direct = 0
     cdef Container parent = _host
     if container.extra is not None:
         container.extra.owners = None
@@ -655,7 +659,7 @@ cdef inline Container _storage(Container c, str group):
         return c  # every access through a dead container raises, shared groups included
     if not enabled:
         return _host
-    if not c.shares:
+    if c.direct:
         return c
     return <Container>c.extra.owners.get(group, c)
 
@@ -663,6 +667,7 @@ cdef inline Container _storage(Container c, str group):
 cdef Container _new_host():
     cdef Container c = Container.__new__(Container)
     c.area.row = take_row(0, _NO_GROUPS)
+    c.direct = 1
     c.state = LIVE
     _link(c)
     return c
@@ -776,53 +781,75 @@ cdef extern from *:
     }
     """
     bint pc_add_ll(long long a, long long b, long long* out) noexcept
+    bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
 
 cdef extern from *:
     # Boxing a typed int for get() and add(): most callers use the int and drop it at once, so
-    # the box of the last one-digit int returned is kept, and while nothing but this module
-    # references it (refcount 1: no one can observe the change, as with pc_add_in_place) it
-    # is rewritten in place instead of allocating a new int. 3.10/3.11 int layout only.
+    # one box of a one-digit int is kept, and while nothing but this module references it
+    # (refcount 1: no one can observe the change, as with pc_add_in_place) it is rewritten in
+    # place instead of allocating a new int. 3.10/3.11 int layout only; elsewhere the box
+    # range is empty and every value gets an int of its own.
     """
-    static PyObject *pc_box = NULL;
-    static inline PyObject *pc_box_ll(long long value) {
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-        PyObject *box;
-        if ((unsigned long long)(value - 257) < (unsigned long long)(PyLong_BASE - 257)) {
-            box = pc_box;
-            if (box != NULL && Py_REFCNT(box) == 1) {
-                ((PyLongObject *)box)->ob_digit[0] = (digit)value;
-                Py_INCREF(box);
-                return box;
-            }
-            box = PyLong_FromLongLong(value);  /* a one-digit int of its own */
-            if (box != NULL) {
-                Py_XDECREF(pc_box);  /* held elsewhere too (refcount > 1): never freed here */
-                Py_INCREF(box);
-                pc_box = box;
-            }
+    #define PC_BOX_LOW 257LL  /* below: the small-int cache, never rewritten */
+    #define PC_BOX_HIGH ((long long)PyLong_BASE)  /* from here: more than one digit */
+    #else
+    #define PC_BOX_LOW 0LL
+    #define PC_BOX_HIGH 0LL
+    #endif
+    static PyObject *pc_box = NULL;  /* never NULL once the module is imported */
+    static int pc_box_init(void) {
+        pc_box = PyLong_FromLongLong(PC_BOX_HIGH > 0 ? PC_BOX_HIGH - 1 : 1000);
+        return pc_box == NULL ? -1 : 0;
+    }
+    /* The caller has checked PC_BOX_LOW <= value < PC_BOX_HIGH. */
+    static inline PyObject *pc_box_small(long long value) {
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+        PyObject *box = pc_box;
+        if (Py_REFCNT(box) == 1) {
+            ((PyLongObject *)box)->ob_digit[0] = (digit)value;
+            Py_INCREF(box);
             return box;
         }
+        box = PyLong_FromLongLong(value);  /* a one-digit int of its own */
+        if (box != NULL) {
+            Py_DECREF(pc_box);  /* held elsewhere too (refcount > 1): never freed here */
+            Py_INCREF(box);
+            pc_box = box;
+        }
+        return box;
+    #else
+        return PyLong_FromLongLong(value);
     #endif
+    }
+    static inline PyObject *pc_box_ll(long long value) {
+        if (value >= PC_BOX_LOW && value < PC_BOX_HIGH)
+            return pc_box_small(value);
         return PyLong_FromLongLong(value);
     }
     """
+    long long PC_BOX_LOW, PC_BOX_HIGH
+    int pc_box_init() except -1
+    object pc_box_small(long long value)
     object pc_box_ll(long long value)
+
+pc_box_init()
 
 cdef extern from *:
     """
-    static inline int pc_small_int(PyObject *value, long long *out) {
+    static inline int pc_positive_digit(PyObject *value, long long *out) {
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-        if (PyLong_CheckExact(value) && Py_SIZE(value) >= -1 && Py_SIZE(value) <= 1) {
-            *out = Py_SIZE(value) * (long long)((PyLongObject *)value)->ob_digit[0];
+        if (PyLong_CheckExact(value) && Py_SIZE(value) == 1) {
+            *out = ((PyLongObject *)value)->ob_digit[0];
             return 1;
         }
     #endif
         return 0;
     }
     """
-    # A one-digit int's value without a call (3.10/3.11 int layout), else 0 for the slow path.
-    bint pc_small_int(object value, long long* out) noexcept
-    bint pc_add_ull(unsigned long long a, long long b, unsigned long long* out) noexcept
+    # A positive one-digit int's value (below 2**30) without a call (3.10/3.11 int layout),
+    # else 0 for the slow path: the common delta of a counter.
+    bint pc_positive_digit(object value, long long* out) noexcept
 
 cdef extern from *:
     """
@@ -839,7 +866,7 @@ cdef object _array_add_lock = threading.RLock()
 
 cdef inline Container _owner(PerContainer var, Container c):
     """Return the container storing var's group for c (the current one, where none is shared)."""
-    return c if not c.shares else _storage(c, var.record.group)
+    return c if c.direct else _storage(c, var.record.group)
 
 
 cdef Container _open_owner(PerContainer var, str what):
@@ -984,7 +1011,7 @@ cdef object _typed_add(PerContainer var, object delta):
         delta = column.spec.convert_delta(delta)
     step = PyLong_AsLongLongAndOverflow(delta, &overflow)
     if not overflow:
-        at = cell(column, _open_owner(var, "set").area.row)
+        at = cell(column, _open_owner(var, "add").area.row)
         if kind == KIND_UINT and column.itemsize == 8:
             if not pc_add_ull((<uint64_t*>at)[0], step, &unsigned_new) and (
                     column.high < 0 or unsigned_new <= <unsigned long long>column.high):
@@ -997,8 +1024,8 @@ cdef object _typed_add(PerContainer var, object delta):
                 return pc_box_ll(new)
     # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
     # still land in range (a uint64 brought down): Python ints, read and written apart.
-    result = column.spec.add(_read(column, cell(column, _open_owner(var, "set").area.row)), delta)
-    _write(column, _open_owner(var, "set"), result)
+    result = column.spec.add(_read(column, cell(column, _open_owner(var, "add").area.row)), delta)
+    _write(column, _open_owner(var, "add"), result)
     return result
 
 
@@ -1007,7 +1034,7 @@ cdef object _float_add(PerContainer var, object delta):
     if not (PyFloat_CheckExact(delta) or PyLong_CheckExact(delta)):
         delta = column.spec.convert_delta(delta)
     cdef double step = PyFloat_AsDouble(delta)  # an int too large raises, storing nothing
-    cdef char* at = cell(column, _open_owner(var, "set").area.row)
+    cdef char* at = cell(column, _open_owner(var, "add").area.row)
     cdef double new
     if column.itemsize == 8:
         new = (<double*>at)[0] + step
@@ -1026,7 +1053,7 @@ cdef object _view_add(PerContainer var, object delta):
         spec.add_array(None, delta)  # raises TypeError: records and bools take set()
     step = spec.convert_array(delta)
     with _array_add_lock:
-        view = _typed_view(var, _open_owner(var, "set"))
+        view = _typed_view(var, _open_owner(var, "add"))
         view[...] = spec.add_array(view, step)
     return view
 
@@ -1084,11 +1111,10 @@ cdef class PerContainer:
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
         if self.column is not None:  # (attribute chains on self.column take no reference)
-            if self.column.counter and not (<Container>c).shares \
-                    and (<Container>c).state != DEAD:
-                return pc_box_ll((<int64_t*>self.column.bases[0])[(<Container>c).area.row])
+            if self.column.counter and (<Container>c).direct:
+                return pc_box_ll((<int64_t*>self.column.flat)[(<Container>c).area.row])
             return _typed_get(self, _owner(self, <Container>c))
-        if not (<Container>c).shares:
+        if (<Container>c).direct:
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
                 return <object>value
@@ -1168,10 +1194,13 @@ cdef class PerContainer:
             _typed_set(self, value)
             return
         cdef PyObject* c = _current_ptr()
-        if not (<Container>c).shares:
+        if (<Container>c).direct:
             _store_value(<Container>c, self.slot, value)
-        else:
-            _store_value(_storage(<Container>c, self.record.group), self.slot, value)
+            return
+        cdef Container owner = _storage(<Container>c, self.record.group)
+        if owner.state == DEAD:
+            raise ContainerClosedError(f"{self.record.name!r} set in closed {owner!r}")
+        _store_value(owner, self.slot, value)
 
     @property
     def value(self):
@@ -1188,20 +1217,24 @@ cdef class PerContainer:
         cdef long long step, added
         cdef int64_t* at
         if self.column is not None:
-            # The common counter inline: int64, a one-digit delta, nothing shared.
+            # The common counter inline: int64, a positive one-digit delta, a live owner that
+            # shares nothing.
             owner = _current_ptr()
-            if self.column.counter and pc_small_int(delta, &step) \
-                    and not (<Container>owner).shares and (<Container>owner).state != DEAD:
-                # A counter column holds values below NARROW; |step| < 2**30: no overflow.
-                at = <int64_t*>self.column.bases[0] + (<Container>owner).area.row
+            if self.column.counter and (<Container>owner).direct \
+                    and pc_positive_digit(delta, &step):
+                # A counter column holds values below NARROW; step < 2**30: no overflow.
+                at = <int64_t*>self.column.flat + (<Container>owner).area.row
                 added = at[0] + step
+                if PC_BOX_LOW <= added < PC_BOX_HIGH:  # (PC_BOX_HIGH <= 2**30 < PC_NARROW)
+                    at[0] = added
+                    return pc_box_small(added)
                 if -PC_NARROW < added < PC_NARROW:
                     at[0] = added
                     return pc_box_ll(added)
             return _typed_add(self, delta)
         cdef PyObject* current = _current_ptr()
         cdef PyObject* held
-        if not (<Container>current).shares:
+        if (<Container>current).direct:
             held = area_get(&(<Container>current).area, self.slot)
             if held != NULL:
                 if pc_add_in_place(held, delta):

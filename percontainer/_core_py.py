@@ -612,14 +612,14 @@ class PerContainer(Generic[T]):
         if owner._area is None:
             raise ContainerClosedError(f"{self._record.name!r} {what} in closed {owner!r}")
 
-    def _typed_set(self, value: Any) -> None:
+    def _typed_set(self, value: Any, what: str = "set") -> None:
         column = self._column
         assert column is not None
         spec = column.spec
         new = spec.convert(value) if spec.kind != VIEW else spec.convert_array(value)
         with _lock:  # converted first: the user's __index__ runs outside the lock
             owner = _storage(current(), self._record.group)
-            self._check_open(owner, "set")
+            self._check_open(owner, what)
             column.write(owner._row, new)
 
     def _typed_add(self, delta: Any) -> Any:
@@ -632,7 +632,7 @@ class PerContainer(Generic[T]):
             step = spec.convert_array(delta) if spec.dtype.names is None else delta
         with _lock:
             owner = _storage(current(), self._record.group)
-            self._check_open(owner, "set")
+            self._check_open(owner, "add")
             if spec.kind != VIEW:
                 new = spec.add(column.read(owner._row), step)
                 column.write(owner._row, new)
@@ -684,7 +684,7 @@ class PerContainer(Generic[T]):
     def reset(self) -> None:
         """Make the variable unset again in the current container (a typed one: its default)."""
         if self._column is not None:
-            return self._typed_set(self._column.spec.default)
+            return self._typed_set(self._column.spec.default, "reset")
         owner = _storage(current(), self._record.group)
         area = owner._area
         if area is None:

@@ -28,7 +28,8 @@ cdef class Column:
     cdef readonly object spec  # the _typed.TypedSpec
     cdef readonly str group
     cdef readonly list chunks  # numpy arrays: [flat] for a scalar; chunks that never move
-    cdef char** bases  # chunks[k]'s data, for the hot paths
+    cdef char* flat  # a scalar column's one array's data (moves when it grows), for the hot paths
+    cdef char** bases  # a view column's chunks[k]'s data (never moves)
     cdef Py_ssize_t row_bytes
     cdef int kind
     cdef int itemsize
@@ -52,7 +53,7 @@ cdef inline char* cell(Column column, Py_ssize_t row) noexcept:
     _typed.locate(). Valid until Python code runs (a flat array can be reallocated)."""
     cdef Py_ssize_t k, index
     if column.kind != KIND_VIEW:
-        return column.bases[0] + row * column.row_bytes
+        return column.flat + row * column.row_bytes
     if row < GEOMETRIC_ROWS:
         k = pc_top_bit((row >> 6) + 1)
         index = row - FIRST_CHUNK_ROWS * ((<Py_ssize_t>1 << k) - 1)

@@ -38,13 +38,9 @@ cdef class Column:
             grown = [flat]
             if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile (Python code ran)
                 return 0
-            if self.bases == NULL:
-                self.bases = <char**>PyMem_Realloc(NULL, sizeof(char*))
-                if self.bases == NULL:
-                    raise MemoryError()
-            else:  # copy and switch with no Python code between: no write can fall between
-                memcpy(_data(flat), self.bases[0], len(self.chunks[0]) * self.row_bytes)
-            self.bases[0] = _data(flat)
+            if self.flat != NULL:  # copy and switch with no Python code between: no write
+                memcpy(_data(flat), self.flat, len(self.chunks[0]) * self.row_bytes)  # is lost
+            self.flat = _data(flat)
             self.chunks = grown
             return 0
         while len(self.chunks) < chunk_count:

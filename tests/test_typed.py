@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import operator
 import re
 from collections.abc import Callable
@@ -577,6 +578,42 @@ def test_sharing_with_the_host(pc: ModuleType, new: New, name: str) -> None:
     assert var.values().tolist() == [1.5] + [0.0] * (len(pc.containers()) - 2)  # c is left out
     assert (pc.host, 1.5) in var.items() and c not in [k for k, _ in var.items()]
     var.reset()
+
+
+@pytest.mark.enabled_only
+@pytest.mark.parametrize("shared", [False, True], ids=["own", "shared"])
+def test_a_context_still_naming_a_closed_container_reaches_nothing(
+        pc: ModuleType, new: New, name: str, shared: bool) -> None:
+    """A copied context keeps naming a container after it closed: every access through it
+    raises, and the closed container's recycled row, now another tenant's, is untouched."""
+    group = f"{name}.g"
+    counter = pc.PerContainer(name, dtype=np.int64, group=group)
+    small = pc.PerContainer(f"{name}.small", dtype=np.uint8, group=group)
+    ratio = pc.PerContainer(f"{name}.ratio", dtype=np.float32, group=group)
+    arr = pc.PerContainer(f"{name}.arr", dtype=np.int32, shape=2, group=group)
+    obj = pc.PerContainer(f"{name}.obj", default=0, group=group)
+    parent = new()
+    gone = new(parent=parent, share={group} if shared else ())
+    with gone:
+        for var in (counter, small, ratio, obj):
+            var.set(5)
+        ctx = contextvars.copy_context()
+    gone.close()
+    tenant = new()
+    for var in (counter, small, ratio, obj):
+        tenant.run(var.set, 7)
+        parent.run(var.set, 9)
+    accesses = [var.get for var in (counter, small, ratio, arr, obj)]
+    for var in (counter, small, ratio, obj):
+        accesses += [var.reset, lambda var=var: var.set(3)]
+        accesses += [lambda var=var, d=d: var.add(d) for d in (1, -1, 0, 2**40)]
+    accesses += [arr.reset, lambda: arr.set([1, 2]), lambda: arr.add(1)]
+    for access in accesses:
+        with pytest.raises(pc.ContainerClosedError, match="closed"):
+            ctx.run(access)
+    for var in (counter, small, ratio, obj):
+        assert var.of(tenant) == 7 and var.of(parent) == 9
+    assert tenant.run(arr.get).tolist() == [0, 0]
 
 
 @pytest.mark.disabled_only
