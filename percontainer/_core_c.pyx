@@ -787,69 +787,69 @@ cdef extern from *:
     # Boxing a typed int for get() and add(): most callers use the int and drop it at once, so
     # one box of a one-digit int is kept, and while nothing but this module references it
     # (refcount 1: no one can observe the change, as with pc_add_in_place) it is rewritten in
-    # place instead of allocating a new int. 3.10/3.11 int layout only; elsewhere the box
-    # range is empty and every value gets an int of its own.
+    # place instead of allocating a new int. 3.10/3.11 int layout only; elsewhere every value
+    # gets an int of its own and add() always takes the general path.
     """
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-    #define PC_BOX_LOW 257LL  /* below: the small-int cache, never rewritten */
-    #define PC_BOX_HIGH ((long long)PyLong_BASE)  /* from here: more than one digit */
+    #if defined(__GNUC__)
+    #define PC_LIKELY(x) __builtin_expect(!!(x), 1)
     #else
-    #define PC_BOX_LOW 0LL
-    #define PC_BOX_HIGH 0LL
+    #define PC_LIKELY(x) (x)
+    #endif
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+    #define PC_BOXED(value) ((value) >= 257 && (value) < PyLong_BASE)  /* one digit, not cached */
+    #else
+    #define PC_BOXED(value) 0
     #endif
     static PyObject *pc_box = NULL;  /* never NULL once the module is imported */
     static int pc_box_init(void) {
-        pc_box = PyLong_FromLongLong(PC_BOX_HIGH > 0 ? PC_BOX_HIGH - 1 : 1000);
+        pc_box = PyLong_FromLongLong(1000);  /* above the small-int cache: an int of its own */
         return pc_box == NULL ? -1 : 0;
     }
-    /* The caller has checked PC_BOX_LOW <= value < PC_BOX_HIGH. */
-    static inline PyObject *pc_box_small(long long value) {
+    static inline PyObject *pc_box_ll(long long value) {
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-        PyObject *box = pc_box;
-        if (Py_REFCNT(box) == 1) {
-            ((PyLongObject *)box)->ob_digit[0] = (digit)value;
-            Py_INCREF(box);
+        PyObject *box;
+        if (PC_BOXED(value)) {
+            box = pc_box;
+            if (Py_REFCNT(box) == 1) {
+                ((PyLongObject *)box)->ob_digit[0] = (digit)value;
+                Py_INCREF(box);
+                return box;
+            }
+            box = PyLong_FromLongLong(value);  /* a one-digit int of its own */
+            if (box != NULL) {
+                Py_DECREF(pc_box);  /* held elsewhere too (refcount > 1): never freed here */
+                Py_INCREF(box);
+                pc_box = box;
+            }
             return box;
         }
-        box = PyLong_FromLongLong(value);  /* a one-digit int of its own */
-        if (box != NULL) {
-            Py_DECREF(pc_box);  /* held elsewhere too (refcount > 1): never freed here */
-            Py_INCREF(box);
-            pc_box = box;
-        }
-        return box;
-    #else
-        return PyLong_FromLongLong(value);
     #endif
-    }
-    static inline PyObject *pc_box_ll(long long value) {
-        if (value >= PC_BOX_LOW && value < PC_BOX_HIGH)
-            return pc_box_small(value);
         return PyLong_FromLongLong(value);
+    }
+    /* add()'s common case on a counter cell: a positive one-digit delta, a sum the box can
+       hold (below 2**30, so below NARROW too) and a box nobody else holds. Writes the sum to
+       the cell and the box and returns the box, borrowed; else NULL, having written nothing
+       and set no error: the caller takes the general path. */
+    static inline PyObject *pc_counter_add(int64_t *at, PyObject *delta) {
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+        if (PC_LIKELY(PyLong_CheckExact(delta) && Py_SIZE(delta) == 1)) {
+            long long sum = *at + (long long)((PyLongObject *)delta)->ob_digit[0];
+            PyObject *box = pc_box;
+            if (PC_LIKELY(PC_BOXED(sum) && Py_REFCNT(box) == 1)) {
+                *at = sum;
+                ((PyLongObject *)box)->ob_digit[0] = (digit)sum;
+                return box;
+            }
+        }
+    #endif
+        return NULL;
     }
     """
-    long long PC_BOX_LOW, PC_BOX_HIGH
     int pc_box_init() except -1
-    object pc_box_small(long long value)
     object pc_box_ll(long long value)
+    PyObject* pc_counter_add(int64_t* at, PyObject* delta) noexcept
 
 pc_box_init()
-
-cdef extern from *:
-    """
-    static inline int pc_positive_digit(PyObject *value, long long *out) {
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-        if (PyLong_CheckExact(value) && Py_SIZE(value) == 1) {
-            *out = ((PyLongObject *)value)->ob_digit[0];
-            return 1;
-        }
-    #endif
-        return 0;
-    }
-    """
-    # A positive one-digit int's value (below 2**30) without a call (3.10/3.11 int layout),
-    # else 0 for the slow path: the common delta of a counter.
-    bint pc_positive_digit(object value, long long* out) noexcept
 
 cdef extern from *:
     """
@@ -1214,23 +1214,15 @@ cdef class PerContainer:
     def add(self, delta=1):
         """Add delta to the current container's value and return the new value."""
         cdef PyObject* owner
-        cdef long long step, added
-        cdef int64_t* at
+        cdef PyObject* boxed
         if self.column is not None:
-            # The common counter inline: int64, a positive one-digit delta, a live owner that
-            # shares nothing.
+            # The common counter inline: int64, in a live owner that shares nothing.
             owner = _current_ptr()
-            if self.column.counter and (<Container>owner).direct \
-                    and pc_positive_digit(delta, &step):
-                # A counter column holds values below NARROW; step < 2**30: no overflow.
-                at = <int64_t*>self.column.flat + (<Container>owner).area.row
-                added = at[0] + step
-                if PC_BOX_LOW <= added < PC_BOX_HIGH:  # (PC_BOX_HIGH <= 2**30 < PC_NARROW)
-                    at[0] = added
-                    return pc_box_small(added)
-                if -PC_NARROW < added < PC_NARROW:
-                    at[0] = added
-                    return pc_box_ll(added)
+            if self.column.counter and (<Container>owner).direct:
+                boxed = pc_counter_add(
+                    <int64_t*>self.column.flat + (<Container>owner).area.row, <PyObject*>delta)
+                if boxed != NULL:
+                    return <object>boxed
             return _typed_add(self, delta)
         cdef PyObject* current = _current_ptr()
         cdef PyObject* held

@@ -43,3 +43,32 @@ def test_add_leaves_shared_constants_alone(pc: ModuleType, name: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_typed_counter_box_is_never_observed(pc: ModuleType, name: str) -> None:
+    """A typed int64 counter boxes its values into one reused int while nothing else holds it
+    (compiled core): whatever a caller keeps from get() or add() keeps its value."""
+    import numpy as np
+
+    var = pc.PerContainer(name, dtype=np.int64)
+    c = pc.Container()
+    try:
+        with c:
+            var.set(BIG)
+            held = var.get()
+            assert var.add(5) == BIG + 5 and held == BIG
+            returned = var.add(1)
+            again = var.add(1)
+            read = var.get()
+            assert (returned, again, read) == (BIG + 6, BIG + 7, BIG + 7)
+            assert [var.add(1) for _ in range(3)] == [BIG + 8, BIG + 9, BIG + 10]
+            var.set(250)  # up through the small-int cache's top
+            assert [var.add(3) for _ in range(4)] == [253, 256, 259, 262]
+            assert var.add(-10) == 252 and var.add(0) == 252
+            var.set(2**30 - 2)  # across the one-digit boundary
+            assert [var.add(1) for _ in range(4)] == [2**30 - 1, 2**30, 2**30 + 1, 2**30 + 2]
+            assert var.add(2**40) == 2**40 + 2**30 + 2
+            assert var.get() == 2**40 + 2**30 + 2
+            assert var.of(pc.host) == (0 if pc.ENABLED else var.get())
+    finally:
+        c.close()
