@@ -39,7 +39,7 @@ from types import GenericAlias
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
-from ._typed import NARROW, check_redeclaration, maximum, mean, minimum, spec_for, total, values
+from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
 
 cdef extern from "Python.h":
     # Only the fields read here; the struct is CPython's (cpython/pystate.h, 3.7 to 3.13).
@@ -826,10 +826,11 @@ cdef extern from *:
     #endif
         return PyLong_FromLongLong(value);
     }
-    /* add()'s common case on a counter cell: a positive one-digit delta, a sum the box can
-       hold (below 2**30, so below NARROW too) and a box nobody else holds. Writes the sum to
-       the cell and the box and returns the box, borrowed; else NULL, having written nothing
-       and set no error: the caller takes the general path. */
+    /* add()'s common case on a counter cell (which holds less than _typed.NARROW, so adding a
+       digit cannot overflow): a positive one-digit delta, a sum the box can hold (below 2**30,
+       so below NARROW too) and a box nobody else holds. Writes the sum to the cell and the box
+       and returns the box, borrowed; else NULL, having written nothing and set no error: the
+       caller takes the general path. */
     static inline PyObject *pc_counter_add(int64_t *at, PyObject *delta) {
     #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
         if (PC_LIKELY(PyLong_CheckExact(delta) && Py_SIZE(delta) == 1)) {
@@ -850,15 +851,6 @@ cdef extern from *:
     PyObject* pc_counter_add(int64_t* at, PyObject* delta) noexcept
 
 pc_box_init()
-
-cdef extern from *:
-    """
-    #define PC_NARROW (1LL << 40)  /* _typed.NARROW, checked equal at import */
-    """
-    long long PC_NARROW
-
-if PC_NARROW != NARROW:
-    raise ImportError("percontainer: _typed.NARROW and the compiled core's PC_NARROW differ")
 
 # Array adds read, compute in numpy and write: the lock makes that atomic among threads.
 cdef object _array_add_lock = threading.RLock()
