@@ -1188,11 +1188,8 @@ cdef class PerContainer:
         cdef PyObject* c = _current_ptr()
         if (<Container>c).direct:
             _store_value(<Container>c, self.slot, value)
-            return
-        cdef Container owner = _storage(<Container>c, self.record.group)
-        if owner.state == DEAD:
-            raise ContainerClosedError(f"{self.record.name!r} set in closed {owner!r}")
-        _store_value(owner, self.slot, value)
+        else:
+            _store_value(_open_owner(self, "set"), self.slot, value)
 
     @property
     def value(self):
