@@ -34,11 +34,11 @@ import heapq
 import itertools
 import threading
 import weakref
-from types import GenericAlias
+from types import CoroutineType, GenericAlias
 
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
-from ._errors import ContainerClosedError, ContainerError, report_unraisable
+from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
 
 cdef extern from "Python.h":
@@ -133,78 +133,158 @@ cdef object _declaration_seq = itertools.count()
 cdef uint64_t _next_id = 0
 
 
+cdef extern from *:
+    # CPython's ContextVar object (struct _pycontextvarobject in Include/internal/
+    # pycore_context.h), the same on 3.10 to 3.13 builds with a GIL; _check_var_cache() checks
+    # the layout at import. Its cache (var_cached: the value in the context the thread state
+    # with id var_cached_tsid was in at context_ver var_cached_tsver) is what PyContextVar_Get
+    # reads first, and every set and reset of the var rewrites it, whoever calls them: so
+    # reading it tells the current value with no call and no stale copy of our own.
+    """
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #define PC_VAR_CACHE 1
+    #else
+    #define PC_VAR_CACHE 0
+    #endif
+    typedef struct {
+        PyObject_HEAD
+        PyObject *var_name;
+        PyObject *var_default;
+        PyObject *var_cached;
+        uint64_t var_cached_tsid;
+        uint64_t var_cached_tsver;
+        Py_hash_t var_hash;
+    } pc_contextvar;
+    """
+    ctypedef struct pc_contextvar:
+        PyObject* var_cached
+        uint64_t var_cached_tsid
+        uint64_t var_cached_tsver
+    enum: PC_VAR_CACHE
+    ctypedef struct PyTypeObject
+    PyTypeObject* Py_TYPE(PyObject* o) noexcept
+
+
 @cython.final
+@cython.no_gc_clear  # __dealloc__ reads `container`: a gc pass must not clear it first
 @cython.freelist(32)
 cdef class _Frame:
-    """What the current-container ContextVar holds: one entered container and the frame below."""
+    """What the current-container ContextVar holds: one container and the token that set it.
+
+    An entry (`with c:`, enter_from) counts as one user of its container from _enter to _exit;
+    a frame dropped while still entered (its task, Context or generator discarded without
+    leaving) stops counting when it is freed, so no caller can leave a container that can
+    never be torn down. Frames of hooks and factories (_call_inside) count no user."""
     cdef Container container
-    cdef _Frame below
     cdef object token
+    cdef bint entered
+
+    def __dealloc__(self):
+        if self.entered:
+            self.entered = 0
+            _drop_user_unraisable(self.container)
+
+
+cdef int _drop_user_unraisable(Container container) noexcept:
+    try:
+        _drop_user(container)
+    except BaseException as error:  # a finalizer has no caller to raise to
+        report_unraisable("Exception leaving a discarded entry", error, container)
+    return 0
 
 
 cdef object _current_frame = PyContextVar_New("percontainer.current", NULL)
-
-# The current-container cache, checked before the ContextVar on every read.
-# CPython bumps the thread state's context_ver whenever the thread switches contexts
-# (Context.run, so every asyncio task step), and thread-state ids are never reused. A
-# ContextVar set or reset does not bump it; but the ContextVar below is private to this
-# module, and every set and reset of it (__enter__, __exit__, _call_inside) refreshes the
-# cache itself. So while (ts.id, context_ver) match, the current frame is the cached one,
-# and the context keeps it (and its container) alive for the borrowed pointers below.
-# This is the scheme PyContextVar_Get uses for its own cache, minus its reference counting
-# and call. A C __thread variable would be as fast but wrong under asyncio (tasks share a
-# thread); PyContextVar_Get on every read costs a call and a refcount pair more
-# (bench/ratios.py puts a read through this cache at the cost of ContextVar.get()).
-# The GIL serializes every access to these four.
-cdef uint64_t cached_ts_id = 0
-cdef uint64_t cached_ver = 0
-cdef PyObject* cached_frame = NULL  # borrowed: the current frame, NULL when none is entered
-cdef PyObject* cached_current = NULL  # borrowed: the current container
+# The var's cache as the fast paths read it: the var itself once _check_var_cache() found the
+# layout mirrored above, else a stand-in that never matches a thread state (every read then
+# takes PyContextVar_Get).
+cdef pc_contextvar no_cache
+no_cache.var_cached = NULL
+no_cache.var_cached_tsid = 0  # thread state ids start at 1
+cdef pc_contextvar* var_cache = &no_cache
+cdef PyTypeObject* frame_type = <PyTypeObject*>_Frame
+# What the var's cache is made to hold where the var has no value (the host is current):
+# PyContextVar_Get does not cache a miss, and the host is where most reads outside servers
+# run. A frame, so that the fast path needs no second test; set by nobody.
+cdef _Frame _HOST_FRAME  # made with the host, below
 
 
-cdef inline void _cache(PyThreadState* ts, _Frame frame) noexcept:
-    global cached_ts_id, cached_ver, cached_frame, cached_current
-    cached_ts_id = ts.id
-    cached_ver = ts.context_ver
-    if frame is None:
-        cached_frame = NULL
-        cached_current = <PyObject*>_host
-    else:
-        cached_frame = <PyObject*>frame
-        cached_current = <PyObject*>frame.container
+cdef inline PyObject* _cached_value(PyThreadState* ts) noexcept:
+    """Return the var's value in this thread's context from its cache, borrowed; NULL if the
+    cache is another context's (or the value was deleted since)."""
+    if var_cache.var_cached_tsid == ts.id and var_cache.var_cached_tsver == ts.context_ver:
+        return var_cache.var_cached
+    return NULL
 
 
-cdef _Frame _current_frame_slow(PyThreadState* ts):
-    cdef PyObject* value = NULL
-    PyContextVar_Get(_current_frame, NULL, &value)
-    cdef _Frame frame = None
+cdef PyObject* _value_now(PyThreadState* ts) noexcept:
+    """Return the var's value in this thread's context, borrowed (the context holds it); the
+    host's frame where it has none. Never raises."""
+    cdef PyObject* value = _cached_value(ts)
     if value != NULL:
-        frame = <_Frame>value
+        return value
+    if PyContextVar_Get(_current_frame, NULL, &value) < 0:  # cannot fail for a ContextVar
+        PyErr_Clear()
+        value = NULL
+    if value != NULL:
         Py_DECREF(<object>value)
-    _cache(ts, frame)
-    return frame
-
-
-cdef inline _Frame _get_frame():
-    cdef PyThreadState* ts = PyThreadState_Get()
-    if ts.id == cached_ts_id and ts.context_ver == cached_ver:
-        if cached_frame == NULL:
-            return None
-        return <_Frame>cached_frame
-    return _current_frame_slow(ts)
+        return value
+    if var_cache != &no_cache:
+        # A miss: cache the host's frame for this context, as a found value is cached.
+        var_cache.var_cached = <PyObject*>_HOST_FRAME
+        var_cache.var_cached_tsid = ts.id
+        var_cache.var_cached_tsver = ts.context_ver
+    return <PyObject*>_HOST_FRAME
 
 
 cdef inline PyObject* _current_ptr() except NULL:
     """Return the current container, borrowed: the hot path of every read and write."""
     cdef PyThreadState* ts = PyThreadState_Get()
-    if ts.id == cached_ts_id and ts.context_ver == cached_ver:
-        return cached_current
-    _current_frame_slow(ts)
-    return cached_current
+    cdef PyObject* value = _cached_value(ts)
+    if value != NULL and Py_TYPE(value) == frame_type:
+        return <PyObject*>((<_Frame>value).container)
+    return _current_slow(ts)
+
+
+cdef PyObject* _current_slow(PyThreadState* ts) except NULL:
+    cdef PyObject* value = _value_now(ts)
+    if Py_TYPE(value) == frame_type:
+        return <PyObject*>((<_Frame>value).container)
+    raise foreign_current(<object>value)  # never trusted: a third party set the var
 
 
 cdef inline Container _current():
     return <Container>_current_ptr()
+
+
+cdef str _describe_current():
+    """Name what is current, for an error message (never raises)."""
+    cdef PyObject* value = _value_now(PyThreadState_Get())
+    if Py_TYPE(value) == frame_type:
+        return repr((<_Frame>value).container)
+    return repr(<object>value)
+
+
+cdef int _check_var_cache() except -1:
+    """Read the var's own cache if CPython's ContextVar has the layout mirrored above."""
+    global var_cache
+    if not PC_VAR_CACHE:
+        return 0
+    cdef PyThreadState* ts
+    cdef pc_contextvar* var = <pc_contextvar*>_current_frame
+    probe = object()
+    token = PyContextVar_Set(_current_frame, probe)
+    ts = PyThreadState_Get()
+    cdef bint same = (var.var_cached == <PyObject*>probe and var.var_cached_tsid == ts.id
+                      and var.var_cached_tsver == ts.context_ver)
+    PyContextVar_Reset(_current_frame, token)
+    if same and var.var_cached == NULL:  # a reset to no value clears the cache
+        var_cache = var
+    return 0
+
+
+def _reads_var_cache():
+    """Return True if reads take the ContextVar's cache (tests check it is on for 3.10-3.13)."""
+    return var_cache != &no_cache
 
 
 def current():
@@ -222,16 +302,19 @@ cdef object _call_inside(Container container, object fn, tuple args):
     if not enabled:
         return fn(*args)
     cdef _Frame frame = _Frame.__new__(_Frame)
-    frame.container = container
-    frame.below = _get_frame()
+    frame.container = container  # not an entry: it counts no user
     token = PyContextVar_Set(_current_frame, frame)
-    _cache(PyThreadState_Get(), frame)
     try:
         return fn(*args)
     finally:
         if PyContextVar_Reset(_current_frame, token) < 0:
             _exit_failed(container)
-        _cache(PyThreadState_Get(), frame.below)
+
+
+async def _run_inside(Container container, coroutine):
+    """Await coroutine inside container (what run() and wrap() hand back for a coroutine)."""
+    async with container:
+        return await coroutine
 
 
 def enter_from(dict containers, key):
@@ -393,12 +476,24 @@ cdef class Container:
         return None
 
     def run(self, fn, /, *args, **kwargs):
-        """Call fn(*args, **kwargs) inside this container and return its result."""
+        """Call fn(*args, **kwargs) inside this container and return its result (a coroutine
+        comes back wrapped, so that its body runs inside the container too when awaited)."""
         _enter(self)
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             _exit(self)
+        if type(result) is CoroutineType:
+            return _run_inside(self, result)
+        return result
+
+    async def __aenter__(self):
+        _enter(self)
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        _exit(self)
+        return None
 
     @property
     def in_use(self):
@@ -496,24 +591,25 @@ cdef int _enter(Container container) except -1:
         return 0
     cdef _Frame frame = _Frame.__new__(_Frame)
     frame.container = container
-    frame.below = _get_frame()
+    container.users += 1  # counted first: a close() run by the set below (a gc pass) waits
+    frame.entered = 1  # and if the set fails, the frame's death drops the user again
     frame.token = PyContextVar_Set(_current_frame, frame)
-    container.users += 1
-    _cache(PyThreadState_Get(), frame)
     return 0
 
 
 cdef int _exit(Container container) except -1:
-    """Restore the container that was current before the matching _enter()."""
+    """Restore what was current before the matching _enter(); change nothing on a mismatch."""
     if not enabled:
         return 0
-    cdef _Frame frame = _get_frame()
-    if frame is None or frame.container is not container:
-        raise ContainerError(
-            f"exiting {container!r} while {_current()!r} is current: with-blocks must nest")
+    cdef PyObject* value = _value_now(PyThreadState_Get())
+    if Py_TYPE(value) != frame_type or \
+            (<_Frame>value).container is not container or not (<_Frame>value).entered:
+        raise ContainerError(f"exiting {container!r} while {_describe_current()} is current: "
+                             "with-blocks must nest")
+    cdef _Frame frame = <_Frame>value
     if PyContextVar_Reset(_current_frame, frame.token) < 0:
         _exit_failed(container)
-    _cache(PyThreadState_Get(), frame.below)
+    frame.entered = 0
     _drop_user(container)
     return 0
 
@@ -674,7 +770,10 @@ cdef Container _new_host():
 
 
 cdef Container _host = _new_host()
+_HOST_FRAME = _Frame.__new__(_Frame)
+_HOST_FRAME.container = _host
 _next_id = 1
+_check_var_cache()
 #: The host container: current wherever no container was entered.
 host = _host
 
@@ -1313,8 +1412,7 @@ def wrap(fn):
     @functools.wraps(fn)
     @cython.binding(True)  # a function object that functools.wraps can name
     def in_container(*args, **kwargs):
-        with container:
-            return fn(*args, **kwargs)
+        return container.run(fn, *args, **kwargs)
 
     return in_container
 

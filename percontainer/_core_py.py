@@ -12,15 +12,16 @@ import heapq
 import itertools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
+from types import CoroutineType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import numpy as np
 
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
-from ._errors import ContainerClosedError, ContainerError, report_unraisable
+from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._rows_py import Column, RowSpace
 from ._typed import (BOOL, VIEW, TypedSpec, check_redeclaration, maximum, mean, locate, minimum,
                      spec_for, total, values)
@@ -156,13 +157,32 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
 
 
 class _Frame:
-    """What the current-container ContextVar holds: one entered container and its token."""
+    """What the current-container ContextVar holds: one entered container and its token.
 
-    __slots__ = ("container", "token")
+    An entry (`with c:`, enter_from) counts as one user of its container from __enter__ to
+    __exit__; a frame dropped while still entered (its task, Context or generator discarded
+    without leaving) stops counting when it is collected, so no caller can leave a container
+    that can never be torn down."""
+
+    __slots__ = ("container", "token", "entered")
 
     def __init__(self, container: Container) -> None:
         self.container = container
         self.token: Any = None
+        self.entered = False  # counted in container._users until left or collected
+
+    def leave(self) -> None:
+        """Stop counting this entry (once)."""
+        if self.entered:
+            self.entered = False
+            self.container._drop_user()
+
+    def __del__(self) -> None:
+        if self.entered:
+            try:
+                self.leave()
+            except Exception as error:  # noqa: BLE001  # nowhere to raise it from a finalizer
+                report_unraisable("Exception leaving a discarded entry", error, self.container)
 
 
 _current_frame: ContextVar[_Frame] = ContextVar("percontainer.current")
@@ -170,8 +190,18 @@ _current_frame: ContextVar[_Frame] = ContextVar("percontainer.current")
 
 def current() -> Container:
     """Return the container current in this thread or asyncio task (the host if none)."""
-    frame = _current_frame.get(None)
-    return host if frame is None else frame.container
+    frame = _current_frame.get(_HOST_FRAME)
+    if frame.__class__ is not _Frame:
+        raise foreign_current(frame)
+    return frame.container
+
+
+def _describe_current() -> str:
+    """Name what is current, for an error message (never raises)."""
+    try:
+        return repr(current())
+    except ContainerError:
+        return repr(_current_frame.get(None))
 
 
 def containers() -> list[Container]:
@@ -183,8 +213,10 @@ def containers() -> list[Container]:
 class Container:
     """A tenant: its own copy of every per-container variable."""
 
+    # No __weakref__, as in the compiled core, where a server's many thousands of containers
+    # would pay 8 bytes each for it: attach state to a container with a PerContainer.
     __slots__ = ("_id", "_name", "_parent", "_shared", "_owners", "_area", "_row", "_state",
-                 "_users", "_pins", "_children", "__weakref__")
+                 "_users", "_pins", "_children")
     _id: int
     _name: str | None
     _parent: Container | None
@@ -265,23 +297,30 @@ class Container:
 
     # -- entering ---------------------------------------------------------------------------
     def __enter__(self) -> Container:  # noqa: PYI034  # Container is final in the compiled core
-        if self._state != _LIVE:
-            raise ContainerClosedError(f"cannot enter closed {self!r}")
         if not ENABLED:
+            if self._state != _LIVE:
+                raise ContainerClosedError(f"cannot enter closed {self!r}")
             return self
         frame = _Frame(self)
-        frame.token = _current_frame.set(frame)
         with _lock:
+            if self._state != _LIVE:
+                raise ContainerClosedError(f"cannot enter closed {self!r}")
             self._users += 1
+            frame.entered = True  # from here on, a frame that never gets in stops counting
+        try:
+            frame.token = _current_frame.set(frame)
+        except BaseException:  # e.g. KeyboardInterrupt: the thread is not left inside
+            frame.leave()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if not ENABLED:
             return
         frame = _current_frame.get(None)
-        if frame is None or frame.container is not self:
+        if frame.__class__ is not _Frame or frame.container is not self or not frame.entered:
             raise ContainerError(
-                f"exiting {self!r} while {current()!r} is current: with-blocks must nest"
+                f"exiting {self!r} while {_describe_current()} is current: with-blocks must nest"
             )
         try:
             _current_frame.reset(frame.token)
@@ -289,12 +328,22 @@ class Container:
             raise ContainerError(
                 f"{self!r} was entered in another thread or task than the one exiting it"
             ) from None
-        self._drop_user()
+        frame.leave()
+
+    async def __aenter__(self) -> Container:  # noqa: PYI034  # see __enter__
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
 
     def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call fn(*args, **kwargs) inside this container and return its result."""
+        """Call fn(*args, **kwargs) inside this container and return its result (a coroutine
+        comes back wrapped, so that its body runs inside the container too when awaited)."""
         with self:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+        if type(result) is CoroutineType:
+            return _run_inside(self, result)  # type: ignore[return-value]  # awaits to R's
+        return result
 
     @property
     def in_use(self) -> bool:
@@ -399,11 +448,22 @@ class Container:
         return errors
 
 
+async def _run_inside(container: Container, coroutine: Coroutine[Any, Any, R]) -> R:
+    """Await coroutine inside container (what run() and wrap() hand back for a coroutine)."""
+    async with container:
+        return await coroutine
+
+
 def enter_from(containers: dict[Any, Container], key: Any) -> Container | None:
     """Enter the live container containers[key] and return it (leave() leaves it), or return
     None if there is none or it is closed: a registry's lookup and `with` in one call."""
     container = containers.get(key)
-    if container is None or container._state != _LIVE:
+    if container is None:
+        return None
+    if not isinstance(container, Container):
+        raise TypeError(
+            f"enter_from() maps keys to Containers, not {type(container).__name__}")
+    if container._state != _LIVE:
         return None
     try:
         container.__enter__()
@@ -421,7 +481,7 @@ def _call_inside(container: Container, fn: Callable[..., R], *args: Any) -> R:
     """Call fn inside container without the closed check (for hooks and factories)."""
     if not ENABLED:
         return fn(*args)
-    token = _current_frame.set(_Frame(container))
+    token = _current_frame.set(_Frame(container))  # not an entry: it counts no user
     try:
         return fn(*args)
     finally:
@@ -447,6 +507,7 @@ def _new_host() -> Container:
 
 #: The host container: current wherever no container was entered.
 host: Container = _new_host()
+_HOST_FRAME = _Frame(host)  # what the current-container ContextVar means when it has no value
 
 
 class _Pending:
@@ -516,8 +577,10 @@ class PerContainer(Generic[T]):
     # -- reading ----------------------------------------------------------------------------
     def get(self) -> T:
         """Return the current container's value (running the factory once if needed)."""
-        frame = _current_frame.get(None)
-        container = host if frame is None else frame.container
+        frame = _current_frame.get(_HOST_FRAME)
+        if frame.__class__ is not _Frame:
+            raise foreign_current(frame)
+        container = frame.container
         area = container._area
         if container._owners is None and area is not None:  # the common case, inlined
             try:
@@ -778,7 +841,6 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def in_container(*args: P.args, **kwargs: P.kwargs) -> R:
-        with container:
-            return fn(*args, **kwargs)
+        return container.run(fn, *args, **kwargs)
 
     return in_container

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["ContainerError", "ContainerClosedError", "report_unraisable"]
+__all__ = ["ContainerError", "ContainerClosedError", "foreign_current", "report_unraisable"]
 
 
 class ContainerError(RuntimeError):
@@ -30,3 +30,13 @@ class _Unraisable:
 def report_unraisable(message: str, error: BaseException, obj: object) -> None:
     """Hand an error that has no caller to raise it to (a deferred exit hook) to sys.unraisablehook."""
     sys.unraisablehook(_Unraisable(message, error, obj))
+
+
+def foreign_current(value: object) -> ContainerError:
+    """Return the error for a current-container ContextVar that holds what percontainer never
+    puts there (a third party called set() on it)."""
+    return ContainerError(
+        f"the current-container ContextVar holds {value!r}, set by code outside percontainer; "
+        "only percontainer may set it (enter containers with `with`, and reset the token of "
+        "whatever set it)"
+    )

@@ -11,10 +11,12 @@ usable key gets 400, an unknown tenant (auto_create off) 404, from `reject`.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._core import Container
+from ._errors import ContainerError
 from ._keys import normalize_host, plain_reject, prefix_of
 from .registry import TenantRegistry, UnknownTenantError
 
@@ -69,15 +71,26 @@ class TenantMiddleware:
             container = self.registry.pin(tenant)
         except UnknownTenantError:
             return self._reject(start_response, 404, f"unknown tenant {tenant!r}")
+        # The response runs in a context of its own, entered in the tenant once: a body
+        # generator may then hold a `with` across its yields, and whatever the app leaves
+        # entered stays in that context, never in the server's thread.
+        context = contextvars.copy_context()
         try:
-            body = container.run(self.app, environ, start_response)
+            context.run(container.__enter__)
         except BaseException:
             self.registry.unpin(tenant, container)
             raise
+        body_release = _Release(context, container,
+                                lambda: self.registry.unpin(tenant, container))
+        try:
+            body = context.run(self.app, environ, start_response)
+        except BaseException:
+            body_release()
+            raise
         if type(body) is list or type(body) is tuple:  # made already: iterating runs no app code
-            self.registry.unpin(tenant, container)
+            body_release()
             return body
-        return _TenantBody(body, container, lambda: self.registry.unpin(tenant, container))
+        return _TenantBody(body, context, body_release)
 
     def _reject(self, start_response: StartResponse, status: int,
                 reason: str) -> Iterable[bytes]:
@@ -86,23 +99,52 @@ class TenantMiddleware:
         return [body]
 
 
-class _TenantBody:
-    """A response body whose iteration and close() run inside the tenant's container."""
+class _Release:
+    """Leave the tenant in the response's context and unpin it, once."""
 
-    def __init__(self, body: Iterable[bytes], container: Container,
-                 release: Callable[[], None]) -> None:
+    def __init__(self, context: contextvars.Context, container: Container,
+                 unpin: Callable[[], None]) -> None:
+        self._context: contextvars.Context | None = context
+        self._container = container
+        self._unpin = unpin
+
+    def __call__(self) -> None:
+        context, self._context = self._context, None
+        if context is None:
+            return
+        try:
+            context.run(_leave, self._container)
+        finally:
+            self._unpin()
+
+
+def _leave(container: Container) -> None:
+    try:
+        container.__exit__(None, None, None)
+    except ContainerError:
+        # The app left a container entered above the tenant: the context goes with this
+        # response, and its entries stop counting when it is collected.
+        pass
+
+
+class _TenantBody:
+    """A response body whose iteration and close() run inside the tenant's container, in the
+    response's own context."""
+
+    def __init__(self, body: Iterable[bytes], context: contextvars.Context,
+                 release: _Release) -> None:
         self._body = body
         self._chunks: Iterator[bytes] | None = None
-        self._container = container
-        self._release: Callable[[], None] | None = release
+        self._context = context
+        self._release: _Release | None = release
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
         if self._chunks is None:
-            self._chunks = self._container.run(iter, self._body)
-        return self._container.run(next, self._chunks)
+            self._chunks = self._context.run(iter, self._body)
+        return self._context.run(next, self._chunks)
 
     def close(self) -> None:
         release, self._release = self._release, None
@@ -111,6 +153,6 @@ class _TenantBody:
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                self._container.run(close)
+                self._context.run(close)
         finally:
             release()

@@ -1,0 +1,407 @@
+"""The current container follows the context, whatever wrote it, and no entry outlives its
+context: third-party writes of the private ContextVar (pytest-asyncio, asgiref), values of the
+wrong type, entries never left, mis-nested exits, coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import weakref
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from _pc_helpers import Box, run_threads, switch_often
+
+VAR_NAME = "percontainer.current"
+
+
+def current_var_of(pc: ModuleType) -> contextvars.ContextVar[Any]:
+    """Find the private current-container ContextVar as a third party does: by iterating a
+    context in which a container is entered (each twin has its own var of that name)."""
+    c = pc.Container()
+    try:
+        with c:
+            ctx = contextvars.copy_context()
+    finally:
+        c.close()
+    found = [var for var in ctx if var.name == VAR_NAME and type(ctx[var]).__module__ == pc.__name__]
+    assert len(found) == 1
+    return found[0]
+
+
+
+# -- a third party writes the ContextVar ---------------------------------------------------------
+@pytest.mark.enabled_only
+def test_a_frame_set_by_a_third_party_is_current(pc: ModuleType, name: str) -> None:
+    """pytest-asyncio and asgiref copy context values across with ContextVar.set()."""
+    var = pc.PerContainer(name, default="host")
+    cv = current_var_of(pc)
+    a, b = pc.Container("a"), pc.Container("b")
+    try:
+        a.run(var.set, "a")
+        b.run(var.set, "b")
+        with a:
+            ctx_a = contextvars.copy_context()
+        with b:
+            assert var.get() == "b"
+            token = cv.set(ctx_a[cv])  # what asgiref's _restore_context does
+            assert pc.current() is a and var.get() == "a"
+            var.set("a2")
+            with pytest.raises(pc.ContainerError, match="nest"):
+                b.__exit__(None, None, None)  # a is current: b cannot be left, nothing changes
+            assert pc.current() is a and var.get() == "a2"
+            cv.reset(token)
+            assert pc.current() is b and var.get() == "b"
+        assert pc.current() is pc.host and var.get() == "host"
+        assert var.of(a) == "a2" and var.of(b) == "b"
+        assert not a.in_use and not b.in_use
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.enabled_only
+def test_a_third_party_resetting_to_no_value_means_the_host(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, default="host")
+    cv = current_var_of(pc)
+    c = pc.Container()
+    try:
+        c.run(var.set, "c")
+        with c:
+            frame_of_c = contextvars.copy_context()[cv]
+
+        def body() -> None:
+            assert var.get() == "host"
+            token = cv.set(frame_of_c)
+            assert var.get() == "c" and pc.current() is c
+            cv.reset(token)  # back to no value at all
+            assert var.get() == "host" and pc.current() is pc.host
+
+        contextvars.Context().run(body)
+    finally:
+        c.close()
+
+
+@pytest.mark.enabled_only
+@pytest.mark.parametrize("foreign", [12345, None, "frame", object()])
+def test_a_value_of_the_wrong_type_raises_and_never_crashes(
+        pc: ModuleType, name: str, foreign: Any) -> None:
+    var = pc.PerContainer(name, default="host")
+    typed = pc.PerContainer(name + ".typed", dtype="int64")
+    cv = current_var_of(pc)
+    c = pc.Container()
+    try:
+        c.run(var.set, "c")
+        with c:
+            token = cv.set(foreign)
+            for read in (var.get, typed.get, pc.current, lambda: var.set("x"),
+                         lambda: var.add("x"), lambda: typed.add(1), pc.Container):
+                with pytest.raises(pc.ContainerError, match="outside percontainer"):
+                    read()
+            with pytest.raises(pc.ContainerError):
+                c.__exit__(None, None, None)  # nothing changes
+            cv.reset(token)
+            assert var.get() == "c" and typed.get() == 0
+        assert pc.current() is pc.host and not c.in_use
+        assert var.of(c) == "c"
+    finally:
+        c.close()
+
+
+@pytest.mark.enabled_only
+def test_a_set_in_a_fresh_context_then_none(pc: ModuleType, name: str) -> None:
+    """set(None) inside `with c:` and the token dropped: the frame dies, nothing crashes."""
+    var = pc.PerContainer(name, default="host")
+    cv = current_var_of(pc)
+    c = pc.Container()
+
+    def body() -> None:
+        c.__enter__()
+        cv.set(None)  # the token is dropped: c's frame is referenced by nothing
+        gc.collect()
+        with pytest.raises(pc.ContainerError):
+            c.__exit__(None, None, None)
+        with pytest.raises(pc.ContainerError):
+            var.get()
+
+    contextvars.Context().run(body)
+    gc.collect()
+    assert not c.in_use  # the entry died with its frame
+    c.close()
+    assert c.closed
+    with pytest.raises(pc.ContainerClosedError):
+        var.of(c)
+
+
+@pytest.mark.enabled_only
+def test_pytest_asyncio_style_propagation_across_loops(pc: ModuleType, name: str) -> None:
+    """An async fixture's context changes are set into the test's context and reset at
+    teardown (pytest-asyncio): afterwards the host is current again."""
+    var = pc.PerContainer(name, default="host")
+    cv = current_var_of(pc)
+    acme = pc.Container("acme")
+    try:
+        acme.run(var.set, "acme")
+
+        async def fixture() -> contextvars.Context:
+            acme.__enter__()  # entered in the fixture's task, never left there
+            return contextvars.copy_context()
+
+        fixture_ctx = asyncio.run(fixture())
+        tokens = [v.set(fixture_ctx[v]) for v in fixture_ctx if v is cv]
+        assert var.get() == "acme" and pc.current() is acme
+        for token in reversed(tokens):
+            token.var.reset(token)
+        assert var.get() == "host" and pc.current() is pc.host
+        del fixture_ctx, tokens
+        gc.collect()
+        assert not acme.in_use  # the fixture's task is gone: its entry no longer counts
+    finally:
+        acme.close()
+
+
+@pytest.mark.enabled_only
+def test_contexts_switching_in_many_threads_never_cross(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, default=None)
+    cv = current_var_of(pc)
+    tenants = [pc.Container(f"t{i}") for i in range(4)]
+    try:
+        for tenant in tenants:
+            tenant.run(var.set, tenant.name)
+        contexts = []
+        for tenant in tenants:
+            with tenant:
+                contexts.append(contextvars.copy_context())
+
+        def worker(i: int) -> None:
+            mine = tenants[i]
+            for step in range(2000):
+                other = contexts[(i + step) % len(contexts)]
+                with mine:
+                    assert var.get() == mine.name
+                    token = cv.set(other[cv])
+                    assert var.get() == pc.current().name
+                    cv.reset(token)
+                    assert var.get() == mine.name
+                assert pc.current() is pc.host
+
+        with switch_often():
+            run_threads([lambda i=i: worker(i) for i in range(4)])
+    finally:
+        for tenant in tenants:
+            tenant.close()
+
+
+# -- entries never left ---------------------------------------------------------------------------
+@pytest.mark.enabled_only
+def test_an_entry_in_a_discarded_context_stops_counting(pc: ModuleType, name: str) -> None:
+    hooks: list[Any] = []
+    var = pc.PerContainer(name, default=None, on_exit=hooks.append)
+    c = pc.Container()
+    c.run(var.set, "made")
+    ctx = contextvars.Context()
+    ctx.run(c.__enter__)
+    assert c.in_use
+    c.close()
+    assert hooks == []  # still inside, in ctx
+    del ctx
+    gc.collect()
+    assert hooks == ["made"] and not c.in_use
+
+
+@pytest.mark.enabled_only
+def test_a_task_that_never_leaves_does_not_block_teardown(pc: ModuleType, name: str) -> None:
+    hooks: list[Any] = []
+    var = pc.PerContainer(name, default=None, on_exit=hooks.append)
+    c = pc.Container()
+
+    async def never_leaves() -> None:
+        c.__enter__()
+        var.set("task")
+
+    asyncio.run(never_leaves())
+    gc.collect()
+    assert not c.in_use
+    c.close()
+    assert hooks == ["task"]
+
+
+@pytest.mark.enabled_only
+def test_a_mis_nested_exit_changes_nothing(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, default="host")
+    a, b = pc.Container("a"), pc.Container("b")
+    try:
+
+        def gen(c: Any) -> Iterator[str]:
+            with c:
+                yield var.get()
+
+        def body() -> None:
+            g1, g2 = gen(a), gen(b)
+            next(g1)
+            next(g2)
+            with pytest.raises(pc.ContainerError, match="nest"):
+                g1.close()  # a is below b: leaving it now would drop b too
+            assert pc.current() is b and a.in_use and b.in_use
+            g2.close()
+            assert pc.current() is a  # as before the failed exit
+
+        contextvars.Context().run(body)  # the context (and its entry in a) is discarded
+        gc.collect()
+        assert not a.in_use and not b.in_use
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.enabled_only
+def test_leaving_a_frame_entered_by_a_factory_is_refused(pc: ModuleType, name: str) -> None:
+    c = pc.Container()
+    seen = []
+
+    def factory() -> str:
+        with pytest.raises(pc.ContainerError):
+            c.__exit__(None, None, None)  # the factory did not enter c: nothing to leave
+        seen.append(pc.current())
+        return "made"
+
+    var = pc.PerContainer(name, factory=factory)
+    try:
+        assert c.run(var.get) == "made" and seen == [c]
+        assert not c.in_use and pc.current() is pc.host
+    finally:
+        c.close()
+
+
+# -- coroutines -----------------------------------------------------------------------------------
+@pytest.mark.enabled_only
+def test_run_and_wrap_carry_the_container_into_a_coroutine(pc: ModuleType, name: str) -> None:
+    var = pc.PerContainer(name, default="host")
+    c = pc.Container()
+    try:
+        c.run(var.set, "c")
+
+        async def read(suffix: str) -> str:
+            await asyncio.sleep(0)
+            return var.get() + suffix
+
+        async def main() -> tuple[str, str, str, str]:
+            first = await c.run(read, "!")
+            wrapped = c.run(pc.wrap, read)
+            second = await wrapped("?")
+            async with c:
+                await asyncio.sleep(0)
+                third = var.get()
+            return first, second, third, var.get()
+
+        assert asyncio.run(main()) == ("c!", "c?", "c", "host")
+        assert not c.in_use
+    finally:
+        c.close()
+
+
+def test_async_with_a_closed_container_raises(pc: ModuleType) -> None:
+    c = pc.Container()
+    c.close()
+
+    async def main() -> None:
+        async with c:
+            pass
+
+    with pytest.raises(pc.ContainerClosedError):
+        asyncio.run(main())
+
+
+# -- parity ---------------------------------------------------------------------------------------
+def test_containers_cannot_be_weakly_referenced_in_either_core(pc: ModuleType, name: str) -> None:
+    """A weakref slot would cost every container 8 bytes: per-container state belongs in a
+    PerContainer, which goes with the container when it closes."""
+    c = pc.Container()
+    try:
+        with pytest.raises(TypeError):
+            weakref.ref(c)
+        state = pc.PerContainer(name, factory=dict)
+        c.run(state.get)["tenant"] = Box("tenant state")
+        assert state.of(c)["tenant"].payload == "tenant state"
+    finally:
+        c.close()
+
+
+def test_enter_from_a_mapping_of_other_things_raises_type_error(pc: ModuleType) -> None:
+    with pytest.raises(TypeError, match="Container"):
+        pc.enter_from({"k": "not a container"}, "k")
+    assert pc.current() is pc.host
+
+
+@pytest.mark.c_extension
+def test_the_compiled_core_reads_the_contextvar_cache_where_its_layout_is_known() -> None:
+    """The mirror of CPython's ContextVar struct is checked at import; on the versions it is
+    written for, a failed check (a wrong layout) would turn the fast reads off: fail then."""
+    import sys
+
+    from percontainer import _core_c
+
+    expected = (3, 10) <= sys.version_info[:2] <= (3, 13) and not getattr(
+        sys, "_is_gil_enabled", lambda: True)() is False
+    assert _core_c._reads_var_cache() is expected
+
+
+# -- a WSGI body that holds a `with` across its yields, or never leaves --------------------------
+def _serve(app: Any, key: str) -> tuple[bytes, Any]:
+    """Call, iterate and close a WSGI body like a threaded server; return what it sent and
+    what was current in the server's thread after it."""
+    from percontainer import current
+
+    environ = {"HTTP_HOST": key, "PATH_INFO": "/", "REQUEST_METHOD": "GET"}
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    try:
+        data = b"".join(body)
+    finally:
+        body.close()
+    return data, current()
+
+
+def test_wsgi_bodies_that_misuse_with_never_leave_the_server_thread_inside(
+        no_leftover_containers: None) -> None:
+    import percontainer
+    from percontainer import Container, host
+    from percontainer.registry import TenantRegistry
+    from percontainer.wsgi import TenantMiddleware
+
+    other = Container("other")
+    registry = TenantRegistry()
+    try:
+
+        def holds_with_across_yields(environ: Any, start_response: Any) -> Iterator[bytes]:
+            start_response("200 OK", [])
+            with other:
+                yield percontainer.current().name.encode()
+                yield b"|"
+            yield percontainer.current().name.encode()
+
+        def never_leaves(environ: Any, start_response: Any) -> Iterator[bytes]:
+            start_response("200 OK", [])
+            other.__enter__()
+            yield percontainer.current().name.encode()
+
+        app = TenantMiddleware(holds_with_across_yields, registry=registry)
+        data, after = _serve(app, "acme")
+        assert after is host
+        if percontainer.ENABLED:
+            assert data == b"other|acme"
+        assert not other.in_use
+
+        app = TenantMiddleware(never_leaves, registry=registry)
+        data, after = _serve(app, "acme")
+        assert after is host  # the entry stayed in the response's context, now gone
+        gc.collect()
+        assert not other.in_use
+        other.close()
+        assert other.closed and not other.in_use
+    finally:
+        registry.close()
+        other.close()
