@@ -171,6 +171,16 @@ class _Frame:
         self.token: Any = None
         self.entered = False  # counted in container._users until left or collected
 
+    def count(self) -> None:
+        """Count this entry as a user of its live container (an interrupt can fall between the
+        two stores here only: the compiled core has no such window)."""
+        container = self.container
+        with _lock:
+            if container._state != _LIVE:
+                raise ContainerClosedError(f"cannot enter closed {container!r}")
+            container._users += 1
+            self.entered = True  # from here on, a frame that dies entered stops counting
+
     def leave(self) -> None:
         """Stop counting this entry (once)."""
         if self.entered:
@@ -302,33 +312,46 @@ class Container:
                 raise ContainerClosedError(f"cannot enter closed {self!r}")
             return self
         frame = _Frame(self)
-        with _lock:
-            if self._state != _LIVE:
-                raise ContainerClosedError(f"cannot enter closed {self!r}")
-            self._users += 1
-            frame.entered = True  # from here on, a frame that never gets in stops counting
+        below = _current_frame.get(_HOST_FRAME)
         try:
+            frame.count()
             frame.token = _current_frame.set(frame)
+            return self
         except BaseException:  # e.g. KeyboardInterrupt: the thread is not left inside
+            if _current_frame.get(None) is frame:
+                if frame.token is not None:
+                    _current_frame.reset(frame.token)
+                else:  # interrupted before the token was stored: what was current, again
+                    _current_frame.set(below)
             frame.leave()
             raise
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         if not ENABLED:
             return
-        frame = _current_frame.get(None)
-        if frame.__class__ is not _Frame or frame.container is not self or not frame.entered:
-            raise ContainerError(
-                f"exiting {self!r} while {_describe_current()} is current: with-blocks must nest"
-            )
+        frame: Any = None
         try:
-            _current_frame.reset(frame.token)
-        except ValueError:
-            raise ContainerError(
-                f"{self!r} was entered in another thread or task than the one exiting it"
-            ) from None
-        frame.leave()
+            frame = _current_frame.get(None)
+            if frame.__class__ is not _Frame or frame.container is not self or not frame.entered:
+                raise ContainerError(f"exiting {self!r} while {_describe_current()} is current: "
+                                     "with-blocks must nest")
+            try:
+                _current_frame.reset(frame.token)
+            except ValueError:
+                raise ContainerError(
+                    f"{self!r} was entered in another thread or task than the one exiting it"
+                ) from None
+            frame.leave()
+        except ContainerError:
+            raise
+        except BaseException:  # e.g. KeyboardInterrupt: the block is over, so leave all the same
+            if frame is None:
+                frame = _current_frame.get(None)
+            if frame.__class__ is _Frame and frame.container is self and frame.entered:
+                if _current_frame.get(None) is frame:
+                    _current_frame.reset(frame.token)
+                frame.leave()
+            raise
 
     async def __aenter__(self) -> Container:  # noqa: PYI034  # see __enter__
         return self.__enter__()

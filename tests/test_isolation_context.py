@@ -405,3 +405,67 @@ def test_wsgi_bodies_that_misuse_with_never_leave_the_server_thread_inside(
     finally:
         registry.close()
         other.close()
+
+
+# -- an interrupt (Ctrl-C) at any point of entering or leaving -----------------------------------
+def _interrupt_at(code: Any, target: int) -> Any:
+    """Return a trace function raising KeyboardInterrupt before opcode number `target` of
+    `code` (counted over its run), and a list that records whether it fired."""
+    import sys
+
+    fired: list[bool] = []
+    seen = [0]
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is not code:
+            return None
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            seen[0] += 1
+            if seen[0] == target and not fired:
+                fired.append(True)
+                raise KeyboardInterrupt
+        return trace
+
+    return trace, fired, sys
+
+
+@pytest.mark.enabled_only
+@pytest.mark.parametrize("method", ["__enter__", "__exit__"])
+def test_an_interrupt_anywhere_in_enter_or_exit_leaves_a_consistent_state(
+        pc: ModuleType, method: str) -> None:
+    """Wherever a KeyboardInterrupt lands in the twin's __enter__/__exit__ (the compiled
+    core's run no bytecode), the state is one a caller can recover from: inside the container
+    and counted (an interrupt before anything was done: leaving works), or outside and, once
+    the frames of the interrupted call are gone, not counted; never inside but uncounted."""
+    c = pc.Container()
+    code = getattr(type(c), method).__code__ if pc.__name__.endswith("_py") else None
+    try:
+        for target in range(1, 400):
+            trace, fired, sys = _interrupt_at(code, target)
+
+            def body() -> None:
+                if method == "__exit__":
+                    c.__enter__()
+                sys.settrace(trace)
+                try:
+                    getattr(c, method)(None, None, None) if method == "__exit__" \
+                        else c.__enter__()
+                except KeyboardInterrupt:
+                    pass
+                finally:
+                    sys.settrace(None)
+                if pc.current() is c:  # entered (or not yet left): counted, and leaving works
+                    assert c.in_use, (method, target)
+                    c.__exit__(None, None, None)
+                assert pc.current() is pc.host, (method, target)
+
+            contextvars.copy_context().run(body)
+            gc.collect()
+            assert not c.in_use, (method, target)
+            if not fired:
+                break  # every opcode was tried
+        else:
+            raise AssertionError("the method never finished")
+    finally:
+        c.close()
