@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import CoroutineType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 import numpy as np
 
@@ -364,8 +364,8 @@ class Container:
         comes back wrapped, so that its body runs inside the container too when awaited)."""
         with self:
             result = fn(*args, **kwargs)
-        if type(result) is CoroutineType:
-            return _run_inside(self, result)  # type: ignore[return-value]  # awaits to R's
+        if type(result) is CoroutineType:  # R is then a coroutine type: hand back another
+            return cast(R, _run_inside(self, cast("Coroutine[Any, Any, Any]", result)))
         return result
 
     @property
