@@ -469,3 +469,43 @@ def test_an_interrupt_anywhere_in_enter_or_exit_leaves_a_consistent_state(
             raise AssertionError("the method never finished")
     finally:
         c.close()
+
+
+@pytest.mark.enabled_only
+def test_an_async_generator_advanced_from_another_task(pc: ModuleType, name: str) -> None:
+    """Entered in one task, left from another: the exit raises and changes nothing, and the
+    entry stops counting once its task's context is gone."""
+    var = pc.PerContainer(name, default="host")
+    c = pc.Container()
+    errors: list[BaseException] = []
+
+    async def inside() -> Any:
+        async with c:
+            yield var.get()
+            yield var.get()
+
+    async def main() -> None:
+        gen = inside()
+        assert await asyncio.create_task(gen.__anext__()) == "c"  # entered in that task
+        assert pc.current() is pc.host  # never in this task
+
+        async def finish() -> None:
+            try:
+                await gen.__anext__()
+                await gen.__anext__()
+            except pc.ContainerError as error:
+                errors.append(error)
+            except StopAsyncIteration:
+                pass
+
+        await asyncio.create_task(finish())
+        assert pc.current() is pc.host
+
+    try:
+        c.run(var.set, "c")
+        asyncio.run(main())
+        gc.collect()
+        assert len(errors) == 1 and "must nest" in str(errors[0])  # c is not current here
+        assert not c.in_use
+    finally:
+        c.close()
