@@ -123,7 +123,9 @@ cdef class _Record:
 
 
 # The variable registry (cold paths only; every operation on it is atomic under the GIL since
-# its keys are str and int). A record lives while a PerContainer refers to it.
+# its keys are str and int; declarations take _declare_lock). A record lives while a
+# PerContainer refers to it. A slot is claimed in _new_record and freed by _release, each in
+# a span that runs no Python code, so no two live records ever hold the same slot.
 cdef list _record_refs = []  # slot -> weakref to its _Record, or None
 cdef list _free_slots = []  # heap: reuse the lowest slot first, keeping areas short
 cdef dict _by_name = {}
@@ -680,7 +682,11 @@ host = _host
 
 
 def _release(Py_ssize_t slot, str name, Column column, ref):
-    """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
+    """Free a dead variable's slot: clear its value in every container, then reuse the slot.
+
+    A weakref callback: it may run at any allocation, in any thread, within a declaration too.
+    It touches its own slot (no one can claim it before the push at the end) and the name's
+    entry only while that is still its own, so it needs no lock."""
     cdef PyObject* value
     if column is not None:
         drop_column(column)
@@ -697,40 +703,76 @@ def _release(Py_ssize_t slot, str name, Column column, ref):
     del dropped  # values die after the slot is clean everywhere
 
 
+# Declarations are serialized: making a record runs Python code (a column's numpy storage,
+# a GC pass), so two threads could declare the same name at once. Reentrant: a finalizer
+# that declares a variable may run inside a declaration on the same thread.
+cdef object _declare_lock = threading.RLock()
+
+
 cdef _Record _declare(str name, str group, object default, bint has_default, object factory,
                       object on_exit, object spec):
+    cdef _Record record
+    with _declare_lock:
+        record = _declared(name)
+        if record is None:
+            record = _new_record(name, group, spec)
+        elif record.group != group:
+            raise ValueError(
+                f"PerContainer {name!r} is already declared in group {record.group!r}; "
+                f"a redeclaration must use the same group, not {group!r}")
+        else:
+            check_redeclaration(name, record.column.spec if record.column is not None else None,
+                                spec)
+            if spec is not None:
+                record.column.set_spec(spec)  # the same layout; new containers take the new default
+        # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
+        record.default = default
+        record.has_default = has_default
+        record.factory = factory
+        record.on_exit = on_exit
+        return record
+
+
+cdef _Record _declared(str name):
+    """Return the live record of the variable declared as `name`, or None."""
     ref = _by_name.get(name)
-    cdef _Record record = ref() if ref is not None else None
+    return ref() if ref is not None else None
+
+
+cdef _Record _new_record(str name, str group, object spec):
+    """Make and register the record of a new variable (under _declare_lock).
+
+    The slot is claimed first, running no Python code between choosing and claiming it: making
+    the record runs Python code, and a finalizer may declare another variable meanwhile."""
     cdef Py_ssize_t slot
-    if record is None:
-        slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
+    if _free_slots:
+        slot = heapq.heappop(_free_slots)
+    else:
+        _record_refs.append(None)  # reserved until the record is registered
+        slot = len(_record_refs) - 1
+    cdef _Record record = None
+    cdef Column column = None
+    try:
         record = _Record.__new__(_Record)
         record.name = name
         record.group = group
         record.slot = slot
         record.seq = next(_declaration_seq)
         if spec is not None:
-            record.column = add_column(spec, group)
-        ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
-        if slot == len(_record_refs):
-            _record_refs.append(ref)
-        else:
-            _record_refs[slot] = ref
-        _by_name[name] = ref
-        _groups.add(group)
-    elif record.group != group:
-        raise ValueError(
-            f"PerContainer {name!r} is already declared in group {record.group!r}; "
-            f"a redeclaration must use the same group, not {group!r}")
-    else:
-        check_redeclaration(name, record.column.spec if record.column is not None else None, spec)
-        if spec is not None:
-            record.column.set_spec(spec)  # the same layout; new containers take the new default
-    # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
-    record.default = default
-    record.has_default = has_default
-    record.factory = factory
-    record.on_exit = on_exit
+            column = record.column = add_column(spec, group)
+        ref = weakref.ref(record, functools.partial(_release, slot, name, column))
+    except BaseException:
+        if column is not None:
+            drop_column(column)
+        heapq.heappush(_free_slots, slot)
+        raise
+    cdef _Record winner = _declared(name)
+    if winner is not None:  # a finalizer declared `name` meanwhile: bind to its record
+        record = None  # ours dies now, while `ref` lives: its callback frees the slot and column
+        return winner
+    _record_refs[slot] = ref
+    _by_name[name] = ref
+    _groups.add(group)
     return record
 
 

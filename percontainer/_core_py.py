@@ -124,21 +124,10 @@ def _release(slot: int, name: str, column: Column | None, ref: weakref.ref[_Reco
 def _declare(name: str, group: str, default: Any, has_default: bool,
              factory: Callable[[], Any] | None,
              on_exit: Callable[[Any], object] | None, spec: TypedSpec | None) -> _Record:
-    with _lock:
-        ref = _by_name.get(name)
-        record = ref() if ref is not None else None
+    with _lock:  # one declaration at a time; reentrant, for a finalizer that declares one
+        record = _declared(name)
         if record is None:
-            slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
-            record = _Record(name, group, slot, next(_declaration_seq))
-            if spec is not None:
-                record.column = _rows.add_column(spec, group)
-            ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
-            if slot == len(_record_refs):
-                _record_refs.append(ref)
-            else:
-                _record_refs[slot] = ref
-            _by_name[name] = ref
-            _groups.add(group)
+            record = _new_record(name, group, spec)
         elif record.group != group:
             raise ValueError(
                 f"PerContainer {name!r} is already declared in group {record.group!r}; "
@@ -153,6 +142,46 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
             assert record.column is not None  # _check_same_storage
             record.column.set_spec(spec)  # the same layout; new containers take the new default
         return record
+
+
+def _declared(name: str) -> _Record | None:
+    """Return the live record of the variable declared as `name`, or None."""
+    ref = _by_name.get(name)
+    return ref() if ref is not None else None
+
+
+def _new_record(name: str, group: str, spec: TypedSpec | None) -> _Record:
+    """Make and register the record of a new variable (locked).
+
+    The slot is claimed first, in one step: making the record allocates, and an allocation can
+    run a finalizer that declares another variable on this thread, which must not be handed
+    the same slot."""
+    slot = heapq.heappop(_free_slots) if _free_slots else _new_slot()
+    column: Column | None = None
+    try:
+        record = _Record(name, group, slot, next(_declaration_seq))
+        if spec is not None:
+            column = record.column = _rows.add_column(spec, group)
+        ref = weakref.ref(record, functools.partial(_release, slot, name, column))
+    except BaseException:
+        if column is not None:
+            _rows.drop_column(column)
+        heapq.heappush(_free_slots, slot)
+        raise
+    winner = _declared(name)
+    if winner is not None:  # a finalizer declared `name` meanwhile: bind to its record
+        del record  # ours dies now, while `ref` lives: its callback frees the slot and column
+        return winner
+    _record_refs[slot] = ref
+    _by_name[name] = ref
+    _groups.add(group)
+    return record
+
+
+def _new_slot() -> int:
+    """Return a slot past the last one, reserved (None) until its record is registered."""
+    _record_refs.append(None)
+    return len(_record_refs) - 1
 
 
 class _Frame:
