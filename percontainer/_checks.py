@@ -7,7 +7,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Set
 from typing import Any
 
-__all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name"]
+__all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name",
+           "not_copyable", "not_initialised"]
 
 #: Defaults that would be one object shared by every tenant: the classic cross-tenant leak.
 #: Any unhashable default is refused too (a numpy array, a tuple holding a list...); these are
@@ -63,6 +64,19 @@ def _mutable(default: object) -> bool:
     except (TypeError, ValueError):  # ValueError: a writable memoryview
         return True
     return False
+
+
+def not_initialised(kind: str) -> str:
+    """The message for a PerContainer or Container made by __new__ without __init__."""
+    return (f"this {kind} was not initialised ({kind}.__new__ without __init__); "
+            f"make one with {kind}(...)")
+
+
+def not_copyable(container: object) -> str:
+    """The message for copying or pickling a Container."""
+    return (f"{container!r} cannot be copied or pickled: containers are tenants local to this "
+            "process; pass an identifier (its name) instead and look the container up where "
+            "it is needed")
 
 
 def check_share(share: Iterable[Any], known_groups: Set[str]) -> frozenset[str]:

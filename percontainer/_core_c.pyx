@@ -1,5 +1,6 @@
 # cython: language_level=3, embedsignature=True
 # cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# cython: auto_pickle=False
 """The compiled core: the same names and semantics as _core_py.py, which is the reference.
 
 Storage (the kernel's per-cpu area): every container owns an *area* (_area.pxd) of
@@ -23,7 +24,9 @@ from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
+from percontainer._area cimport (
+    NO_SLOT, Area, area_free, area_get, area_next, area_slot, area_take,
+)
 from percontainer._rows_c cimport (
     KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
     drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
@@ -36,7 +39,9 @@ import threading
 import weakref
 from types import GenericAlias
 
-from ._checks import check_callable, check_declaration, check_share, decorated_name
+from ._checks import (
+    check_callable, check_declaration, check_share, decorated_name, not_copyable, not_initialised,
+)
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
 from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
@@ -119,6 +124,9 @@ cdef class _Record:
     cdef object factory
     cdef object on_exit
     cdef Column column  # a typed variable's storage
+    # A weakref to the PerContainer last bound to it: what unpickling its name returns (not a
+    # strong reference: the record lives only while a PerContainer does).
+    cdef object variable
     cdef object __weakref__
 
 
@@ -367,7 +375,7 @@ cdef class Container:
     @property
     def parent(self):
         """The container this one was created from; None for the host."""
-        if self is _host:
+        if self._id == 0:  # the host, or one not initialised
             return None
         return _host if self.extra is None else self.extra.parent
 
@@ -382,6 +390,8 @@ cdef class Container:
         return self.state != LIVE
 
     def __repr__(self):
+        if self._id == 0 and self is not _host:
+            return "<Container not initialised>"
         closed = " closed" if self.state != LIVE else ""
         return f"<Container id={self._id} name={self.name!r}{closed}>"
 
@@ -393,6 +403,12 @@ cdef class Container:
     def __exit__(self, exc_type, exc, tb):
         _exit(self)
         return None
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(not_copyable(self))
+
+    def __reduce__(self):
+        raise TypeError(not_copyable(self))
 
     def run(self, fn, /, *args, **kwargs):
         """Call fn(*args, **kwargs) inside this container and return its result."""
@@ -432,6 +448,8 @@ cdef class Container:
         """Close this container and its live descendants, run exit hooks, drop the values."""
         if self is _host:
             raise ContainerError("the host container cannot be closed")
+        if self._id == 0:
+            raise TypeError(not_initialised("Container"))
         if self.state != LIVE:
             return
         self.state = CLOSING  # from here on, nothing can enter it or create children in it
@@ -912,9 +930,18 @@ cdef Container _open_owner(PerContainer var, str what):
 
 cdef Column _typed_column(PerContainer var, str what):
     if var.column is None:
+        _check_bound(var)
         raise TypeError(f"{what}() is for typed variables; declare {var.record.name!r} "
                         "with dtype= to use it")
     return var.column
+
+
+cdef int _check_bound(PerContainer var) except -1:
+    """Raise TypeError if var's __init__ never ran: on the slow paths, before they read its
+    record (the fast paths miss on NO_SLOT, or find no column)."""
+    if var.record is None:
+        raise TypeError(not_initialised("PerContainer"))
+    return 0
 
 
 cdef inline long long _load_int(char* at, int kind, int itemsize) noexcept:
@@ -1095,21 +1122,25 @@ cdef object _view_add(PerContainer var, object delta):
 @cython.final
 cdef class PerContainer:
     """A module-level variable with one value per container, read through the current one."""
-    cdef _Record record
-    cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths
+    cdef _Record record  # None until __init__ binds it (never, if made by __new__ alone)
+    cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths; NO_SLOT until bound
     cdef Column column  # a copy of record.column: a typed variable's storage, else None
     cdef object __weakref__
 
+    def __cinit__(self):
+        self.slot = NO_SLOT  # until bound: reads miss, writes raise, as _check_bound does
+
     def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None,
                  dtype=None, shape=()):
+        if self.record is not None:  # rebinding would move the slot under running code
+            raise TypeError("PerContainer.__init__ may be called once only; "
+                            "declare another variable with PerContainer(name, ...)")
         cdef bint has_default = default is not _UNSET
         cdef bint typed = dtype is not None  # a typed default is copied into each container
         check_declaration(name, None if typed else default, has_default and not typed, factory,
                           group, on_exit)
         spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
-        self.record = _declare(name, group, default, has_default, factory, on_exit, spec)
-        self.slot = self.record.slot
-        self.column = self.record.column
+        _bind(self, _declare(name, group, default, has_default, factory, on_exit, spec))
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -1118,26 +1149,46 @@ cdef class PerContainer:
     @property
     def name(self):
         """The variable's name (its identity: declaring it again binds to the same slot)."""
+        _check_bound(self)
         return self.record.name
 
     @property
     def group(self):
         """The group that Container(share=...) names to share this variable with a parent."""
+        _check_bound(self)
         return self.record.group
 
     @property
     def dtype(self):
         """A typed variable's numpy dtype; None for an object variable."""
+        _check_bound(self)
         return None if self.column is None else self.column.spec.dtype
 
     @property
     def shape(self):
         """A typed variable's shape (() for a scalar, and for an object variable)."""
+        _check_bound(self)
         return () if self.column is None else self.column.spec.shape
 
     def __repr__(self):
+        if self.record is None:
+            return "<PerContainer not initialised>"
         typed = "" if self.column is None else f" dtype={self.column.spec.describe()}"
         return f"<PerContainer {self.record.name!r} group={self.record.group!r}{typed}>"
+
+    # -- copying and pickling: a variable is an identity, like a module-level function -------
+    def __copy__(self):
+        _check_bound(self)
+        return self
+
+    def __deepcopy__(self, memo):
+        _check_bound(self)
+        return self
+
+    def __reduce__(self):
+        """Pickle by name: loading returns the variable declared under that name."""
+        _check_bound(self)
+        return _variable_named, (self.record.name,)
 
     # -- reading ----------------------------------------------------------------------------
     def get(self):
@@ -1156,6 +1207,7 @@ cdef class PerContainer:
 
     def of(self, container):
         """Return the value in `container` without entering it."""
+        _check_bound(self)  # also get()'s slow path
         if not isinstance(container, Container):
             raise TypeError(f"of() takes a Container, not {type(container).__name__}")
         cdef Container c = _storage(<Container>container, self.record.group)
@@ -1231,6 +1283,7 @@ cdef class PerContainer:
         if (<Container>c).direct:
             _store_value(<Container>c, self.slot, value)
         else:
+            _check_bound(self)
             _store_value(_open_owner(self, "set"), self.slot, value)
 
     @property
@@ -1266,6 +1319,7 @@ cdef class PerContainer:
                 # Atomic with the read for built-in numbers (their + runs no Python code).
                 _store_value(<Container>current, self.slot, new)
                 return new
+        _check_bound(self)
         cdef Container c = _storage(<Container>current, self.record.group)
         held = area_get(&c.area, self.slot)
         new = (<object>held if held != NULL else self._miss(c)) + delta
@@ -1282,6 +1336,7 @@ cdef class PerContainer:
             else:
                 memcpy(at, <char*>self.column.fill, self.column.row_bytes)
             return
+        _check_bound(self)
         cdef Container c = _storage(_current(), self.record.group)
         if c.state == DEAD:
             raise ContainerClosedError(f"{self.record.name!r} reset in closed {c!r}")
@@ -1291,6 +1346,7 @@ cdef class PerContainer:
     def items(self):
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
+        _check_bound(self)
         if self.column is not None:
             group = self.record.group
             return [(c, _typed_get(self, c)) for c in _snapshot(True)
@@ -1305,6 +1361,7 @@ cdef class PerContainer:
     def sum(self):
         """Return the total of the values over all live containers (0 if none is set)."""
         cdef PyObject* value
+        _check_bound(self)
         if self.column is not None:
             return total(self.column, held_rows())
         result = 0
@@ -1329,6 +1386,27 @@ cdef class PerContainer:
     def mean(self):
         """Return the mean over the live containers storing the typed variable (a float)."""
         return mean(_typed_column(self, "mean"), mask(self.record.group), held_rows())
+
+
+cdef int _bind(PerContainer var, _Record record) except -1:
+    var.record = record
+    var.slot = record.slot
+    var.column = record.column
+    record.variable = weakref.ref(var)
+    return 0
+
+
+def _variable_named(str name):
+    """Return the variable declared as `name` in this process: what a pickled one loads as."""
+    cdef _Record record = _declared(name)
+    if record is None:
+        raise TypeError(f"cannot load PerContainer {name!r}: {name!r} is not declared in this "
+                        "process; import the module that declares it before unpickling")
+    var = record.variable() if record.variable is not None else None
+    if var is None:  # the last one bound died, an older one lives on: bind another
+        var = PerContainer.__new__(PerContainer)
+        _bind(<PerContainer>var, record)
+    return var
 
 
 def per_container(fn=None, /, *, name=None, group="default", on_exit=None, dtype=None,
