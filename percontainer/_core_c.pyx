@@ -734,6 +734,8 @@ cdef _Record _declare(str name, str group, object default, bint has_default, obj
         record = _declared(name)
         if record is None:
             record = _new_record(name, group, spec)
+            if record is None:  # a finalizer declared `name` meanwhile: this redeclares it
+                return _declare(name, group, default, has_default, factory, on_exit, spec)
         elif record.group != group:
             raise ValueError(
                 f"PerContainer {name!r} is already declared in group {record.group!r}; "
@@ -758,7 +760,8 @@ cdef _Record _declared(str name):
 
 
 cdef _Record _new_record(str name, str group, object spec):
-    """Make and register the record of a new variable (under _declare_lock).
+    """Make and register the record of a new variable (under _declare_lock); return None if a
+    finalizer declared `name` meanwhile (on this thread, while the record was made).
 
     The slot is claimed first, running no Python code between choosing and claiming it: making
     the record runs Python code, and a finalizer may declare another variable meanwhile."""
@@ -784,10 +787,9 @@ cdef _Record _new_record(str name, str group, object spec):
             drop_column(column)
         heapq.heappush(_free_slots, slot)
         raise
-    cdef _Record winner = _declared(name)
-    if winner is not None:  # a finalizer declared `name` meanwhile: bind to its record
+    if _declared(name) is not None:
         record = None  # ours dies now, while `ref` lives: its callback frees the slot and column
-        return winner
+        return None
     _record_refs[slot] = ref
     _by_name[name] = ref
     _groups.add(group)

@@ -147,6 +147,8 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
         record = _declared(name)
         if record is None:
             record = _new_record(name, group, spec)
+            if record is None:  # a finalizer declared `name` meanwhile: this redeclares it
+                return _declare(name, group, default, has_default, factory, on_exit, spec)
         elif record.group != group:
             raise ValueError(
                 f"PerContainer {name!r} is already declared in group {record.group!r}; "
@@ -169,8 +171,9 @@ def _declared(name: str) -> _Record | None:
     return ref() if ref is not None else None
 
 
-def _new_record(name: str, group: str, spec: TypedSpec | None) -> _Record:
-    """Make and register the record of a new variable (locked).
+def _new_record(name: str, group: str, spec: TypedSpec | None) -> _Record | None:
+    """Make and register the record of a new variable (locked); return None if a finalizer
+    declared `name` meanwhile (on this thread, while the record was made).
 
     The slot is claimed first, in one step: making the record allocates, and an allocation can
     run a finalizer that declares another variable on this thread, which must not be handed
@@ -187,10 +190,9 @@ def _new_record(name: str, group: str, spec: TypedSpec | None) -> _Record:
             _rows.drop_column(column)
         heapq.heappush(_free_slots, slot)
         raise
-    winner = _declared(name)
-    if winner is not None:  # a finalizer declared `name` meanwhile: bind to its record
+    if _declared(name) is not None:
         del record  # ours dies now, while `ref` lives: its callback frees the slot and column
-        return winner
+        return None
     _record_refs[slot] = ref
     _by_name[name] = ref
     _groups.add(group)
