@@ -48,6 +48,9 @@ cdef enum:
     FLAT_SLACK = 16  # flat may grow to cover 2 * size + FLAT_SLACK slots
     DENSE = 4  # ... or to cover slot s once the table holds s / DENSE entries
     MAX_SLOT = 1 << 29  # flat sizes stay well within an int
+    # The slot of a variable not initialised (a PerContainer made by __new__ alone): beyond
+    # every area, so reads miss with no check of their own, and area_slot() refuses it.
+    NO_SLOT = 1 << 30
 
 
 cdef inline PyObject* sparse_get(pc_sparse* table, Py_ssize_t slot) noexcept:
@@ -152,6 +155,9 @@ cdef inline PyObject** area_slot(Area* area, Py_ssize_t slot) except NULL:
     if slot < area.size:
         return &area.flat[slot]
     if slot >= MAX_SLOT:
+        if slot == NO_SLOT:
+            raise TypeError("this PerContainer was not initialised (PerContainer.__new__ without "
+                            "__init__); make one with PerContainer(...)")
         raise OverflowError(f"slot {slot} is beyond {MAX_SLOT} declared variables")
     if slot < 2 * area.size + FLAT_SLACK:  # near the flat part: extend it
         flat_grow(area, (slot + 2) & ~1)  # an even count: pymalloc sizes go by 16 bytes

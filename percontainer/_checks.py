@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import array
+from collections import deque
 from collections.abc import Callable, Iterable, Set
 from typing import Any
 
-__all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name"]
+__all__ = ["check_callable", "check_declaration", "check_name", "check_share", "decorated_name",
+           "not_copyable", "not_initialised"]
 
 #: Defaults that would be one object shared by every tenant: the classic cross-tenant leak.
-_MUTABLE_DEFAULTS = (list, dict, set, bytearray)
+#: Any unhashable default is refused too (a numpy array, a tuple holding a list...); these are
+#: named so that the check needs no hash() for them, and their types make empty ones.
+_MUTABLE_DEFAULTS = (list, dict, set, bytearray, deque, array.array)
+_EMPTY_BY_CALL = (list, dict, set, bytearray, deque)  # factory=kind makes an empty one
 
 
 def check_name(name: object, what: str) -> str:
@@ -36,12 +42,41 @@ def check_declaration(
     check_callable(on_exit, "on_exit")
     if has_default and factory is not None:
         raise TypeError(f"PerContainer {name!r}: pass default= or factory=, not both")
-    if has_default and isinstance(default, _MUTABLE_DEFAULTS):
+    if has_default and _mutable(default):
         kind = type(default).__name__
+        if isinstance(default, _EMPTY_BY_CALL):
+            fix = f"factory={kind} (or a function returning a fresh value)"
+        else:
+            fix = "factory= a function returning a fresh one"
         raise TypeError(
             f"PerContainer {name!r}: a mutable default ({kind}) would be one object shared by "
-            f"every container; pass factory={kind} (or a function returning a fresh value) instead"
+            f"every container; pass {fix} instead"
         )
+
+
+def _mutable(default: object) -> bool:
+    """Return True for a default that tenants could change under each other's feet: a known
+    mutable type, or anything unhashable (hashable values are immutable by convention)."""
+    if isinstance(default, _MUTABLE_DEFAULTS):
+        return True  # without hash(): a subclass may define __hash__
+    try:
+        hash(default)
+    except (TypeError, ValueError):  # ValueError: a writable memoryview
+        return True
+    return False
+
+
+def not_initialised(kind: str) -> str:
+    """The message for a PerContainer or Container made by __new__ without __init__."""
+    return (f"this {kind} was not initialised ({kind}.__new__ without __init__); "
+            f"make one with {kind}(...)")
+
+
+def not_copyable(container: object) -> str:
+    """The message for copying or pickling a Container."""
+    return (f"{container!r} cannot be copied or pickled: containers are tenants local to this "
+            "process; pass an identifier (its name) instead and look the container up where "
+            "it is needed")
 
 
 def check_share(share: Iterable[Any], known_groups: Set[str]) -> frozenset[str]:

@@ -1,5 +1,6 @@
 # cython: language_level=3, embedsignature=True
 # cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# cython: auto_pickle=False
 """The compiled core: the same names and semantics as _core_py.py, which is the reference.
 
 Storage (the kernel's per-cpu area): every container owns an *area* (_area.pxd) of
@@ -23,7 +24,9 @@ from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
+from percontainer._area cimport (
+    NO_SLOT, Area, area_free, area_get, area_next, area_slot, area_take,
+)
 from percontainer._rows_c cimport (
     KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
     drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
@@ -36,7 +39,9 @@ import threading
 import weakref
 from types import CoroutineType, GenericAlias
 
-from ._checks import check_callable, check_declaration, check_share, decorated_name
+from ._checks import (
+    check_callable, check_declaration, check_share, decorated_name, not_copyable, not_initialised,
+)
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
@@ -119,11 +124,16 @@ cdef class _Record:
     cdef object factory
     cdef object on_exit
     cdef Column column  # a typed variable's storage
+    # A weakref to the PerContainer last bound to it: what unpickling its name returns (not a
+    # strong reference: the record lives only while a PerContainer does).
+    cdef object variable
     cdef object __weakref__
 
 
 # The variable registry (cold paths only; every operation on it is atomic under the GIL since
-# its keys are str and int). A record lives while a PerContainer refers to it.
+# its keys are str and int; declarations take _declare_lock). A record lives while a
+# PerContainer refers to it. A slot is claimed in _new_record and freed by _release, each in
+# a span that runs no Python code, so no two live records ever hold the same slot.
 cdef list _record_refs = []  # slot -> weakref to its _Record, or None
 cdef list _free_slots = []  # heap: reuse the lowest slot first, keeping areas short
 cdef dict _by_name = {}
@@ -448,7 +458,7 @@ cdef class Container:
     @property
     def parent(self):
         """The container this one was created from; None for the host."""
-        if self is _host:
+        if self._id == 0:  # the host, or one not initialised
             return None
         return _host if self.extra is None else self.extra.parent
 
@@ -463,6 +473,8 @@ cdef class Container:
         return self.state != LIVE
 
     def __repr__(self):
+        if self._id == 0 and self is not _host:
+            return "<Container not initialised>"
         closed = " closed" if self.state != LIVE else ""
         return f"<Container id={self._id} name={self.name!r}{closed}>"
 
@@ -474,6 +486,12 @@ cdef class Container:
     def __exit__(self, exc_type, exc, tb):
         _exit(self)
         return None
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(not_copyable(self))
+
+    def __reduce__(self):
+        raise TypeError(not_copyable(self))
 
     def run(self, fn, /, *args, **kwargs):
         """Call fn(*args, **kwargs) inside this container and return its result (a coroutine
@@ -525,6 +543,8 @@ cdef class Container:
         """Close this container and its live descendants, run exit hooks, drop the values."""
         if self is _host:
             raise ContainerError("the host container cannot be closed")
+        if self._id == 0:
+            raise TypeError(not_initialised("Container"))
         if self.state != LIVE:
             return
         self.state = CLOSING  # from here on, nothing can enter it or create children in it
@@ -779,7 +799,11 @@ host = _host
 
 
 def _release(Py_ssize_t slot, str name, Column column, ref):
-    """Free a dead variable's slot: clear its value in every container, then reuse the slot."""
+    """Free a dead variable's slot: clear its value in every container, then reuse the slot.
+
+    A weakref callback: it may run at any allocation, in any thread, within a declaration too.
+    It touches its own slot (no one can claim it before the push at the end) and the name's
+    entry only while that is still its own, so it needs no lock."""
     cdef PyObject* value
     if column is not None:
         drop_column(column)
@@ -796,40 +820,78 @@ def _release(Py_ssize_t slot, str name, Column column, ref):
     del dropped  # values die after the slot is clean everywhere
 
 
+# Declarations are serialized: making a record runs Python code (a column's numpy storage,
+# a GC pass), so two threads could declare the same name at once. Reentrant: a finalizer
+# that declares a variable may run inside a declaration on the same thread.
+cdef object _declare_lock = threading.RLock()
+
+
 cdef _Record _declare(str name, str group, object default, bint has_default, object factory,
                       object on_exit, object spec):
+    cdef _Record record
+    with _declare_lock:
+        record = _declared(name)
+        if record is None:
+            record = _new_record(name, group, spec)
+            if record is None:  # a finalizer declared `name` meanwhile: this redeclares it
+                return _declare(name, group, default, has_default, factory, on_exit, spec)
+        elif record.group != group:
+            raise ValueError(
+                f"PerContainer {name!r} is already declared in group {record.group!r}; "
+                f"a redeclaration must use the same group, not {group!r}")
+        else:
+            check_redeclaration(name, record.column.spec if record.column is not None else None,
+                                spec)
+            if spec is not None:
+                record.column.set_spec(spec)  # the same layout; new containers take the new default
+        # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
+        record.default = default
+        record.has_default = has_default
+        record.factory = factory
+        record.on_exit = on_exit
+        return record
+
+
+cdef _Record _declared(str name):
+    """Return the live record of the variable declared as `name`, or None."""
     ref = _by_name.get(name)
-    cdef _Record record = ref() if ref is not None else None
+    return ref() if ref is not None else None
+
+
+cdef _Record _new_record(str name, str group, object spec):
+    """Make and register the record of a new variable (under _declare_lock); return None if a
+    finalizer declared `name` meanwhile (on this thread, while the record was made).
+
+    The slot is claimed first, running no Python code between choosing and claiming it: making
+    the record runs Python code, and a finalizer may declare another variable meanwhile."""
     cdef Py_ssize_t slot
-    if record is None:
-        slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
+    if _free_slots:
+        slot = heapq.heappop(_free_slots)
+    else:
+        _record_refs.append(None)  # reserved until the record is registered
+        slot = len(_record_refs) - 1
+    cdef _Record record = None
+    cdef Column column = None
+    try:
         record = _Record.__new__(_Record)
         record.name = name
         record.group = group
         record.slot = slot
         record.seq = next(_declaration_seq)
         if spec is not None:
-            record.column = add_column(spec, group)
-        ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
-        if slot == len(_record_refs):
-            _record_refs.append(ref)
-        else:
-            _record_refs[slot] = ref
-        _by_name[name] = ref
-        _groups.add(group)
-    elif record.group != group:
-        raise ValueError(
-            f"PerContainer {name!r} is already declared in group {record.group!r}; "
-            f"a redeclaration must use the same group, not {group!r}")
-    else:
-        check_redeclaration(name, record.column.spec if record.column is not None else None, spec)
-        if spec is not None:
-            record.column.set_spec(spec)  # the same layout; new containers take the new default
-    # A redeclaration (importlib.reload) keeps the slot and values, and takes the new spec.
-    record.default = default
-    record.has_default = has_default
-    record.factory = factory
-    record.on_exit = on_exit
+            column = record.column = add_column(spec, group)
+        ref = weakref.ref(record, functools.partial(_release, slot, name, column))
+    except BaseException:
+        if column is not None:
+            drop_column(column)
+        heapq.heappush(_free_slots, slot)
+        raise
+    if _declared(name) is not None:
+        record = None  # ours dies now, while `ref` lives: its callback frees the slot and column
+        return None
+    _record_refs[slot] = ref
+    _by_name[name] = ref
+    _groups.add(group)
     return record
 
 
@@ -969,9 +1031,18 @@ cdef Container _open_owner(PerContainer var, str what):
 
 cdef Column _typed_column(PerContainer var, str what):
     if var.column is None:
+        _check_bound(var)
         raise TypeError(f"{what}() is for typed variables; declare {var.record.name!r} "
                         "with dtype= to use it")
     return var.column
+
+
+cdef int _check_bound(PerContainer var) except -1:
+    """Raise TypeError if var's __init__ never ran: on the slow paths, before they read its
+    record (the fast paths miss on NO_SLOT, or find no column)."""
+    if var.record is None:
+        raise TypeError(not_initialised("PerContainer"))
+    return 0
 
 
 cdef inline long long _load_int(char* at, int kind, int itemsize) noexcept:
@@ -1152,21 +1223,25 @@ cdef object _view_add(PerContainer var, object delta):
 @cython.final
 cdef class PerContainer:
     """A module-level variable with one value per container, read through the current one."""
-    cdef _Record record
-    cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths
+    cdef _Record record  # None until __init__ binds it (never, if made by __new__ alone)
+    cdef Py_ssize_t slot  # a copy of record.slot, for the hot paths; NO_SLOT until bound
     cdef Column column  # a copy of record.column: a typed variable's storage, else None
     cdef object __weakref__
 
+    def __cinit__(self):
+        self.slot = NO_SLOT  # until bound: reads miss, writes raise, as _check_bound does
+
     def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None,
                  dtype=None, shape=()):
+        if self.record is not None:  # rebinding would move the slot under running code
+            raise TypeError("PerContainer.__init__ may be called once only; "
+                            "declare another variable with PerContainer(name, ...)")
         cdef bint has_default = default is not _UNSET
         cdef bint typed = dtype is not None  # a typed default is copied into each container
         check_declaration(name, None if typed else default, has_default and not typed, factory,
                           group, on_exit)
         spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
-        self.record = _declare(name, group, default, has_default, factory, on_exit, spec)
-        self.slot = self.record.slot
-        self.column = self.record.column
+        _bind(self, _declare(name, group, default, has_default, factory, on_exit, spec))
 
     @classmethod
     def __class_getitem__(cls, item):
@@ -1175,26 +1250,46 @@ cdef class PerContainer:
     @property
     def name(self):
         """The variable's name (its identity: declaring it again binds to the same slot)."""
+        _check_bound(self)
         return self.record.name
 
     @property
     def group(self):
         """The group that Container(share=...) names to share this variable with a parent."""
+        _check_bound(self)
         return self.record.group
 
     @property
     def dtype(self):
         """A typed variable's numpy dtype; None for an object variable."""
+        _check_bound(self)
         return None if self.column is None else self.column.spec.dtype
 
     @property
     def shape(self):
         """A typed variable's shape (() for a scalar, and for an object variable)."""
+        _check_bound(self)
         return () if self.column is None else self.column.spec.shape
 
     def __repr__(self):
+        if self.record is None:
+            return "<PerContainer not initialised>"
         typed = "" if self.column is None else f" dtype={self.column.spec.describe()}"
         return f"<PerContainer {self.record.name!r} group={self.record.group!r}{typed}>"
+
+    # -- copying and pickling: a variable is an identity, like a module-level function -------
+    def __copy__(self):
+        _check_bound(self)
+        return self
+
+    def __deepcopy__(self, memo):
+        _check_bound(self)
+        return self
+
+    def __reduce__(self):
+        """Pickle by name: loading returns the variable declared under that name."""
+        _check_bound(self)
+        return _variable_named, (self.record.name,)
 
     # -- reading ----------------------------------------------------------------------------
     def get(self):
@@ -1213,6 +1308,7 @@ cdef class PerContainer:
 
     def of(self, container):
         """Return the value in `container` without entering it."""
+        _check_bound(self)  # also get()'s slow path
         if not isinstance(container, Container):
             raise TypeError(f"of() takes a Container, not {type(container).__name__}")
         cdef Container c = _storage(<Container>container, self.record.group)
@@ -1288,6 +1384,7 @@ cdef class PerContainer:
         if (<Container>c).direct:
             _store_value(<Container>c, self.slot, value)
         else:
+            _check_bound(self)
             _store_value(_open_owner(self, "set"), self.slot, value)
 
     @property
@@ -1323,6 +1420,7 @@ cdef class PerContainer:
                 # Atomic with the read for built-in numbers (their + runs no Python code).
                 _store_value(<Container>current, self.slot, new)
                 return new
+        _check_bound(self)
         cdef Container c = _storage(<Container>current, self.record.group)
         held = area_get(&c.area, self.slot)
         new = (<object>held if held != NULL else self._miss(c)) + delta
@@ -1339,6 +1437,7 @@ cdef class PerContainer:
             else:
                 memcpy(at, <char*>self.column.fill, self.column.row_bytes)
             return
+        _check_bound(self)
         cdef Container c = _storage(_current(), self.record.group)
         if c.state == DEAD:
             raise ContainerClosedError(f"{self.record.name!r} reset in closed {c!r}")
@@ -1348,6 +1447,7 @@ cdef class PerContainer:
     def items(self):
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
+        _check_bound(self)
         if self.column is not None:
             group = self.record.group
             return [(c, _typed_get(self, c)) for c in _snapshot(True)
@@ -1362,6 +1462,7 @@ cdef class PerContainer:
     def sum(self):
         """Return the total of the values over all live containers (0 if none is set)."""
         cdef PyObject* value
+        _check_bound(self)
         if self.column is not None:
             return total(self.column, held_rows())
         result = 0
@@ -1386,6 +1487,27 @@ cdef class PerContainer:
     def mean(self):
         """Return the mean over the live containers storing the typed variable (a float)."""
         return mean(_typed_column(self, "mean"), mask(self.record.group), held_rows())
+
+
+cdef int _bind(PerContainer var, _Record record) except -1:
+    var.record = record
+    var.slot = record.slot
+    var.column = record.column
+    record.variable = weakref.ref(var)
+    return 0
+
+
+def _variable_named(str name):
+    """Return the variable declared as `name` in this process: what a pickled one loads as."""
+    cdef _Record record = _declared(name)
+    if record is None:
+        raise TypeError(f"cannot load PerContainer {name!r}: {name!r} is not declared in this "
+                        "process; import the module that declares it before unpickling")
+    var = record.variable() if record.variable is not None else None
+    if var is None:  # the last one bound died, an older one lives on: bind another
+        var = PerContainer.__new__(PerContainer)
+        _bind(<PerContainer>var, record)
+    return var
 
 
 def per_container(fn=None, /, *, name=None, group="default", on_exit=None, dtype=None,

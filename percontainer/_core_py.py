@@ -15,11 +15,12 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import CoroutineType
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, NoReturn, ParamSpec, SupportsIndex, TypeVar, cast, overload
 
 import numpy as np
 
-from ._checks import check_callable, check_declaration, check_share, decorated_name
+from ._checks import (check_callable, check_declaration, check_share, decorated_name, not_copyable,
+                      not_initialised)
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._rows_py import Column, RowSpace
@@ -74,7 +75,7 @@ class _Record:
     """One declared variable: its slot and how to make its value."""
 
     __slots__ = ("name", "group", "slot", "seq", "default", "has_default", "factory", "on_exit",
-                 "column", "__weakref__")
+                 "column", "variable", "__weakref__")
 
     def __init__(self, name: str, group: str, slot: int, seq: int) -> None:
         self.name = name
@@ -86,6 +87,24 @@ class _Record:
         self.factory: Callable[[], Any] | None = None
         self.on_exit: Callable[[Any], object] | None = None
         self.column: Column | None = None  # a typed variable's storage
+        # The PerContainer last bound to it, what unpickling its name returns (not a strong
+        # reference: the record lives only while a PerContainer does).
+        self.variable: weakref.ref[PerContainer[Any]] | None = None
+
+
+class _Unbound(_Record):
+    """The record of a PerContainer that __init__ never bound: reading any field raises."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # sets no field, so that every read goes to __getattr__
+        pass
+
+    def __getattr__(self, attr: str) -> Any:
+        raise TypeError(not_initialised("PerContainer"))
+
+
+_UNBOUND = _Unbound()
 
 
 # Typed variables' storage: every container holds a row of it (_typed.py, _rows_py.py).
@@ -125,21 +144,12 @@ def _release(slot: int, name: str, column: Column | None, ref: weakref.ref[_Reco
 def _declare(name: str, group: str, default: Any, has_default: bool,
              factory: Callable[[], Any] | None,
              on_exit: Callable[[Any], object] | None, spec: TypedSpec | None) -> _Record:
-    with _lock:
-        ref = _by_name.get(name)
-        record = ref() if ref is not None else None
+    with _lock:  # one declaration at a time; reentrant, for a finalizer that declares one
+        record = _declared(name)
         if record is None:
-            slot = heapq.heappop(_free_slots) if _free_slots else len(_record_refs)
-            record = _Record(name, group, slot, next(_declaration_seq))
-            if spec is not None:
-                record.column = _rows.add_column(spec, group)
-            ref = weakref.ref(record, functools.partial(_release, slot, name, record.column))
-            if slot == len(_record_refs):
-                _record_refs.append(ref)
-            else:
-                _record_refs[slot] = ref
-            _by_name[name] = ref
-            _groups.add(group)
+            record = _new_record(name, group, spec)
+            if record is None:  # a finalizer declared `name` meanwhile: this redeclares it
+                return _declare(name, group, default, has_default, factory, on_exit, spec)
         elif record.group != group:
             raise ValueError(
                 f"PerContainer {name!r} is already declared in group {record.group!r}; "
@@ -154,6 +164,46 @@ def _declare(name: str, group: str, default: Any, has_default: bool,
             assert record.column is not None  # _check_same_storage
             record.column.set_spec(spec)  # the same layout; new containers take the new default
         return record
+
+
+def _declared(name: str) -> _Record | None:
+    """Return the live record of the variable declared as `name`, or None."""
+    ref = _by_name.get(name)
+    return ref() if ref is not None else None
+
+
+def _new_record(name: str, group: str, spec: TypedSpec | None) -> _Record | None:
+    """Make and register the record of a new variable (locked); return None if a finalizer
+    declared `name` meanwhile (on this thread, while the record was made).
+
+    The slot is claimed first, in one step: making the record allocates, and an allocation can
+    run a finalizer that declares another variable on this thread, which must not be handed
+    the same slot."""
+    slot = heapq.heappop(_free_slots) if _free_slots else _new_slot()
+    column: Column | None = None
+    try:
+        record = _Record(name, group, slot, next(_declaration_seq))
+        if spec is not None:
+            column = record.column = _rows.add_column(spec, group)
+        ref = weakref.ref(record, functools.partial(_release, slot, name, column))
+    except BaseException:
+        if column is not None:
+            _rows.drop_column(column)
+        heapq.heappush(_free_slots, slot)
+        raise
+    if _declared(name) is not None:
+        del record  # ours dies now, while `ref` lives: its callback frees the slot and column
+        return None
+    _record_refs[slot] = ref
+    _by_name[name] = ref
+    _groups.add(group)
+    return record
+
+
+def _new_slot() -> int:
+    """Return a slot past the last one, reserved (None) until its record is registered."""
+    _record_refs.append(None)
+    return len(_record_refs) - 1
 
 
 class _Frame:
@@ -239,9 +289,26 @@ class Container:
     _pins: int  # pin() calls not yet unpinned
     _children: dict[Container, None] | None  # children not yet torn down, made on the first
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Container:
+        container = super().__new__(cls)
+        # Until __init__ runs (made by __new__ alone, it never does): dead, with nothing stored;
+        # id 0, which only the host has otherwise.
+        container._id = 0
+        container._name = None
+        container._parent = None
+        container._shared = frozenset()
+        container._owners = None
+        container._area = None
+        container._row = -1
+        container._state = _DEAD
+        container._users = 0
+        container._pins = 0
+        container._children = None
+        return container
+
     def __init__(self, name: str | None = None, *, parent: Container | None = None,
                  share: Iterable[str] = ()) -> None:
-        if getattr(self, "_state", None) is not None:
+        if self._id != 0 or self is host:
             raise TypeError("Container.__init__ may be called once only")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Container name must be a str or None, not {type(name).__name__}")
@@ -302,8 +369,16 @@ class Container:
         return self._state != _LIVE
 
     def __repr__(self) -> str:
+        if self._id == 0 and self is not host:
+            return "<Container not initialised>"
         closed = " closed" if self.closed else ""
         return f"<Container id={self._id} name={self._name!r}{closed}>"
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(not_copyable(self))
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(not_copyable(self))
 
     # -- entering ---------------------------------------------------------------------------
     def __enter__(self) -> Container:  # noqa: PYI034  # Container is final in the compiled core
@@ -409,6 +484,8 @@ class Container:
         """Close this container and its live descendants, run exit hooks, drop the values."""
         if self is host:
             raise ContainerError("the host container cannot be closed")
+        if self._id == 0:
+            raise TypeError(not_initialised("Container"))
         with _lock:
             if self._state != _LIVE:
                 return
@@ -561,17 +638,38 @@ class PerContainer(Generic[T]):
 
     __slots__ = ("_record", "_slot", "_column", "__weakref__")
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> PerContainer[Any]:
+        var = super().__new__(cls)
+        # Until __init__ binds it (made by __new__ alone, it never is): reads miss the area,
+        # and everything else reads the record, which raises (see _Unbound).
+        var._record = _UNBOUND
+        var._slot = -1
+        var._column = None
+        return var
+
     def __init__(self, name: str, *, default: T = _UNSET, factory: Callable[[], T] | None = None,
                  group: str = "default", on_exit: Callable[[T], object] | None = None,
                  dtype: Any = None, shape: int | tuple[int, ...] = ()) -> None:
+        if self._record is not _UNBOUND:  # rebinding would move the slot under running code
+            raise TypeError("PerContainer.__init__ may be called once only; "
+                            "declare another variable with PerContainer(name, ...)")
         has_default = default is not _UNSET
         typed = dtype is not None  # a typed default is copied into each container: any will do
         check_declaration(name, None if typed else default, has_default and not typed, factory,
                           group, on_exit)
         spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
-        self._record = _declare(name, group, default, has_default, factory, on_exit, spec)
-        self._slot = self._record.slot
-        self._column = self._record.column
+        self._bind(_declare(name, group, default, has_default, factory, on_exit, spec))
+
+    def _bind(self, record: _Record) -> None:
+        self._record = record
+        self._slot = record.slot
+        self._column = record.column
+        record.variable = weakref.ref(self)
+
+    def _check_bound(self) -> None:
+        """Raise TypeError if __init__ never ran (where nothing reads the record)."""
+        if self._record is _UNBOUND:
+            raise TypeError(not_initialised("PerContainer"))
 
     @property
     def name(self) -> str:
@@ -586,16 +684,33 @@ class PerContainer(Generic[T]):
     @property
     def dtype(self) -> np.dtype[Any] | None:
         """A typed variable's numpy dtype; None for an object variable."""
+        self._check_bound()
         return None if self._column is None else self._column.spec.dtype
 
     @property
     def shape(self) -> tuple[int, ...]:
         """A typed variable's shape (() for a scalar, and for an object variable)."""
+        self._check_bound()
         return () if self._column is None else self._column.spec.shape
 
     def __repr__(self) -> str:
+        if self._record is _UNBOUND:
+            return "<PerContainer not initialised>"
         typed = "" if self._column is None else f" dtype={self._column.spec.describe()}"
         return f"<PerContainer {self._record.name!r} group={self._record.group!r}{typed}>"
+
+    # -- copying and pickling: a variable is an identity, like a module-level function ---------
+    def __copy__(self) -> PerContainer[T]:
+        self._check_bound()
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PerContainer[T]:
+        self._check_bound()
+        return self
+
+    def __reduce__(self) -> tuple[Callable[[str], PerContainer[Any]], tuple[str]]:
+        """Pickle by name: loading returns the variable declared under that name."""
+        return _variable_named, (self._record.name,)
 
     # -- reading ----------------------------------------------------------------------------
     def get(self) -> T:
@@ -780,6 +895,7 @@ class PerContainer(Generic[T]):
     # -- across containers ------------------------------------------------------------------
     def items(self) -> list[tuple[Container, T]]:
         """Return (container, value) for each live container whose own storage holds a value."""
+        self._check_bound()
         if self._column is not None:
             group = self._record.group
             return [(c, self._typed_get(c)) for c in containers() if _storage(c, group) is c]
@@ -824,6 +940,20 @@ class PerContainer(Generic[T]):
         column = self._typed_column("mean")
         with _lock:
             return mean(column, _rows.mask(self._record.group), _rows.held_rows())
+
+
+def _variable_named(name: str) -> PerContainer[Any]:
+    """Return the variable declared as `name` in this process: what a pickled one loads as."""
+    with _lock:
+        record = _declared(name)
+        if record is None:
+            raise TypeError(f"cannot load PerContainer {name!r}: {name!r} is not declared in this "
+                            "process; import the module that declares it before unpickling")
+        var = record.variable() if record.variable is not None else None
+        if var is None:  # the last one bound died, an older one lives on: bind another
+            var = PerContainer.__new__(PerContainer)
+            var._bind(record)
+        return var
 
 
 @overload

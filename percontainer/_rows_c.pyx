@@ -1,5 +1,6 @@
 # cython: language_level=3, embedsignature=True
 # cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+# cython: auto_pickle=False
 """The compiled core's typed storage; _rows_py.py is the same in Python, and the reference.
 
 Taking, closing and releasing a row run no Python code but when the storage grows (a numpy

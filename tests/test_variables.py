@@ -47,7 +47,7 @@ def test_default_none_is_a_default(pc: ModuleType, name: str) -> None:
     assert var.get() is None
 
 
-@pytest.mark.parametrize("default", [(), frozenset(), "text", b"bytes", 1.5, (1, [2])])
+@pytest.mark.parametrize("default", [(), frozenset(), "text", b"bytes", 1.5, (1, (2,))])
 def test_immutable_defaults_are_accepted(pc: ModuleType, name: str, default: object) -> None:
     var = pc.PerContainer(name, default=default)
     assert var.get() is default
