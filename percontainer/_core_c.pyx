@@ -1220,6 +1220,19 @@ cdef object _view_add(PerContainer var, object delta):
     return view
 
 
+cdef object _object_add(PerContainer var, Container current, object delta):
+    """add() of an object variable, past the in-place case. The + may run Python code (an
+    __add__, or a thread switch meanwhile) that drops the stored value or tears the container
+    down: the value and its container are held until the sum is stored."""
+    _check_bound(var)
+    cdef Container owner = _storage(current, var.record.group)
+    cdef PyObject* held = area_get(&owner.area, var.slot)
+    value = <object>held if held != NULL else var._miss(owner)
+    new = value + delta  # atomic with the read for built-in numbers: their + runs no Python code
+    _store_value(owner, var.slot, new)  # raises if owner was torn down meanwhile
+    return new
+
+
 @cython.final
 cdef class PerContainer:
     """A module-level variable with one value per container, read through the current one."""
@@ -1413,19 +1426,9 @@ cdef class PerContainer:
         cdef PyObject* held
         if (<Container>current).direct:
             held = area_get(&(<Container>current).area, self.slot)
-            if held != NULL:
-                if pc_add_in_place(held, delta):
-                    return <object>held
-                new = <object>held + delta
-                # Atomic with the read for built-in numbers (their + runs no Python code).
-                _store_value(<Container>current, self.slot, new)
-                return new
-        _check_bound(self)
-        cdef Container c = _storage(<Container>current, self.record.group)
-        held = area_get(&c.area, self.slot)
-        new = (<object>held if held != NULL else self._miss(c)) + delta
-        _store_value(c, self.slot, new)
-        return new
+            if held != NULL and pc_add_in_place(held, delta):
+                return <object>held
+        return _object_add(self, <Container>current, delta)
 
     def reset(self):
         """Make the variable unset again in the current container (a typed one: its default)."""
@@ -1456,7 +1459,8 @@ cdef class PerContainer:
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
-                pairs.append((c, <object>value))
+                held = <object>value  # a reference first: making the pair may run a GC pass
+                pairs.append((c, held))
         return pairs
 
     def sum(self):
@@ -1469,7 +1473,8 @@ cdef class PerContainer:
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
-                result = result + <object>value
+                held = <object>value  # a reference: its __radd__ may drop it from the area
+                result = result + held
         return result
 
     def values(self):

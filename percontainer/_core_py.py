@@ -59,6 +59,10 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
+
+# add()'s operands whose + runs no Python code, so that it can run under the lock.
+_ATOMIC_ADD = frozenset({int, float, complex})
+
 # Life cycle of a container. LIVE: enterable. CLOSING: close() is closing the descendants.
 # WAITING: closed, but a thread or task is still inside it (by `with`), or a descendant still
 # waits; teardown comes when the last of them is gone. TEARDOWN: exit hooks are running, the
@@ -875,12 +879,21 @@ class PerContainer(Generic[T]):
         owner = _storage(current(), self._record.group)
         base = self._get_in(owner)  # runs the factory or takes the default outside the lock
         with _lock:
-            area = owner._area
-            if area is None:
-                raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
-            new = area.get(self._slot, base) + delta
-            area[self._slot] = new
+            value = self._area_of(owner).get(self._slot, base)
+            if type(value) in _ATOMIC_ADD and type(delta) in _ATOMIC_ADD:
+                new = value + delta  # runs no Python code: atomic with the read, as in the core
+                self._area_of(owner)[self._slot] = new
+                return new  # type: ignore[no-any-return]  # T + delta is a T for numbers
+        new = value + delta  # user code (an __add__): never under the lock
+        with _lock:
+            self._area_of(owner)[self._slot] = new  # raises if the + closed the container
         return new  # type: ignore[no-any-return]  # T + delta is a T for numbers
+
+    def _area_of(self, owner: Container) -> dict[int, Any]:
+        area = owner._area
+        if area is None:
+            raise ContainerClosedError(f"{self._record.name!r} set in closed {owner!r}")
+        return area
 
     def reset(self) -> None:
         """Make the variable unset again in the current container (a typed one: its default)."""
