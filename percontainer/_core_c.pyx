@@ -32,9 +32,11 @@ from percontainer._rows_c cimport (
     drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
 )
 
+import contextvars
 import functools
 import heapq
 import itertools
+import os
 import threading
 import weakref
 from types import CoroutineType, GenericAlias
@@ -44,6 +46,7 @@ from ._checks import (
 )
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
+from ._flows import current_greenlet, cycle_error, green_event
 from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
 
 cdef extern from "Python.h":
@@ -897,12 +900,107 @@ cdef _Record _new_record(str name, str group, object spec):
 
 @cython.final
 cdef class _Pending:
-    """A factory call in progress for one (container, slot): racing threads wait for it."""
+    """A factory call in progress for one (container, slot): other flows wait for it.
+
+    Built whole before it is published in _pending, so a racing reader never sees half of it.
+    Its owner is the flow running the factory: the pendings in its _making context."""
+    cdef str name
     cdef object thread
-    cdef object done
+    cdef object greenlet
+    cdef object done  # a threading.Event
+    cdef object green  # a gevent Event, made by a waiter in another greenlet of the thread
+    # What the owner waits for (from another flow's factory): the wait-for graph's edge.
+    cdef _Pending blocked_on
+
+    cdef int finish(self) except -1:
+        """Wake every reader waiting for this factory."""
+        self.done.set()
+        if self.green is not None:
+            self.green.set()
+        return 0
+
+
+cdef _Pending _new_pending(str name):
+    cdef _Pending pending = _Pending.__new__(_Pending)
+    pending.name = name
+    pending.thread = threading.get_ident()
+    pending.greenlet = current_greenlet()
+    pending.done = threading.Event()
+    return pending
 
 
 cdef dict _pending = {}
+# The factory calls this flow is making, outermost first: set around each factory call, so a
+# greenlet, a thread or a copy of the context (asyncio.to_thread) that reads inside a factory
+# knows it is that factory's flow: waiting for it would wait for itself.
+cdef object _making = contextvars.ContextVar("percontainer.making", default=())
+
+
+cdef int _check_wait(_Pending pending, _Pending mine, tuple making) except -1:
+    """Raise if waiting for `pending` would never end; else mark this flow's factories as
+    blocked on it. Runs no Python code (no allocation either) unless it raises: the check and
+    the mark are one step under the GIL, so of two flows closing a cycle, the second sees the
+    first's mark."""
+    cdef _Pending step = pending
+    cdef Py_ssize_t i, steps = 0, bound = len(_pending) + 1  # each step is another pending
+    while step is not None and steps < bound:
+        for i in range(len(making)):
+            if making[i] is step:  # the chain of waits comes back to this flow
+                raise _cycle(pending, making, i)
+        step = step.blocked_on
+        steps += 1
+    if pending.thread == mine.thread and (pending.greenlet is None
+                                          or pending.greenlet is mine.greenlet):
+        # The owner is this very flow, read through another context (contextvars.Context.run):
+        # it is suspended below this call, waiting would wait for itself.
+        raise cycle_error([pending.name, pending.name])
+    for i in range(len(making)):
+        (<_Pending>making[i]).blocked_on = pending
+    return 0
+
+
+cdef object _cycle(_Pending pending, tuple making, Py_ssize_t start):
+    """Return the error for the chain of waits from pending back to making[start]."""
+    cdef _Pending step = pending
+    chain = []  # (the allocation may run Python code: the chain is re-read with care)
+    while step is not None and len(chain) <= len(_pending):
+        chain.append(step)
+        if step is making[start]:
+            break
+        step = step.blocked_on
+    names = [(<_Pending>made).name for made in making[start:]]
+    names.extend([(<_Pending>made).name for made in chain])
+    return cycle_error(names)
+
+
+cdef int _wait(_Pending pending, _Pending mine) except -1:
+    """Wait until pending's factory is done."""
+    if pending.thread != mine.thread:
+        pending.done.wait()
+        return 0
+    # Another greenlet of this thread owns it: a blocked thread would never run it.
+    if pending.green is None:
+        pending.green = green_event(pending.name)
+    if not pending.done.is_set():
+        pending.green.wait()
+    return 0
+
+
+def _forget_pending_in_child():
+    """After fork(), in the child: only the forking thread survives (with its greenlets).
+    Factories that other threads were running will never finish there, so their pending state
+    goes (a read runs the factory again); this thread's own go on, with fresh events to wake
+    on (another thread may have held an old one's lock at fork())."""
+    thread = threading.get_ident()
+    for key, pending in list(_pending.items()):
+        if (<_Pending>pending).thread == thread:
+            (<_Pending>pending).done = threading.Event()
+        else:
+            del _pending[key]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
 
 
 cdef inline int _store_value(Container c, Py_ssize_t slot, object value) except -1:
@@ -1345,31 +1443,36 @@ cdef class PerContainer:
             "set() it first, or declare it with default= or factory=")
 
     cdef object _run_factory(self, Container owner):
-        """Run the factory once for (owner, slot); threads that race wait and share its result."""
+        """Run the factory once for (owner, slot); other flows that race wait and share its
+        result, and a flow that would wait for itself (factories reading each other, across
+        threads too) gets a ContainerError naming the variables."""
+        cdef _Record record = self.record
         cdef PyObject* held
         cdef _Pending pending
+        cdef _Pending mine = _new_pending(record.name)  # whole before the check: it runs Python code
+        cdef tuple making = _making.get()
         key = (owner, self.slot)
         while True:
-            # Atomic under the GIL: no Python code runs from the check to the insertion.
+            # Atomic under the GIL: no Python code runs from the check to the insertion (the
+            # key's hash and compare are C), nor to the check of the wait and its mark.
             if owner.state == DEAD:
-                raise ContainerClosedError(f"{self.record.name!r} read in closed {owner!r}")
+                raise ContainerClosedError(f"{record.name!r} read in closed {owner!r}")
             held = area_get(&owner.area, self.slot)
             if held != NULL:
                 return <object>held
-            pending = _pending.get(key)
-            if pending is None:
-                pending = _Pending.__new__(_Pending)
-                pending.thread = threading.get_ident()
-                pending.done = threading.Event()
-                _pending[key] = pending
+            pending = <_Pending>_pending.setdefault(key, mine)
+            if pending is mine:
                 break
-            if pending.thread == threading.get_ident():
-                raise ContainerError(
-                    f"the factory of {self.record.name!r} reads {self.record.name!r} itself")
-            pending.done.wait()
+            _check_wait(pending, mine, making)
+            try:
+                _wait(pending, mine)
+            finally:
+                for made in making:
+                    (<_Pending>made).blocked_on = None
         installed = _UNSET
+        token = _making.set(making + (mine,))
         try:
-            value = _call_inside(owner, self.record.factory, ())
+            value = _call_inside(owner, record.factory, ())
             if owner.state != DEAD:
                 held = area_get(&owner.area, self.slot)
                 if held != NULL:
@@ -1378,13 +1481,17 @@ cdef class PerContainer:
                     _store_value(owner, self.slot, value)
                     installed = value
         finally:
-            del _pending[key]
-            pending.done.set()
+            try:
+                if _pending.get(key) is mine:  # (not after a fork() that dropped it)
+                    del _pending[key]
+                mine.finish()
+            finally:
+                _making.reset(token)
         if installed is not value:  # the value never joined the container: hand it back
-            if self.record.on_exit is not None:
-                self.record.on_exit(value)
+            if record.on_exit is not None:
+                record.on_exit(value)
         if installed is _UNSET:
-            raise ContainerClosedError(f"{owner!r} was closed while {self.record.name!r} was made")
+            raise ContainerClosedError(f"{owner!r} was closed while {record.name!r} was made")
         return installed
 
     # -- writing ----------------------------------------------------------------------------

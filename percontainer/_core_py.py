@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,6 +24,7 @@ from ._checks import (check_callable, check_declaration, check_share, decorated_
                       not_initialised)
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
+from ._flows import current_greenlet, cycle_error, green_event
 from ._rows_py import Column, RowSpace
 from ._typed import (BOOL, VIEW, TypedSpec, check_redeclaration, maximum, mean, locate, minimum,
                      spec_for, total, values)
@@ -615,16 +617,87 @@ _HOST_FRAME = _Frame(host)  # what the current-container ContextVar means when i
 
 
 class _Pending:
-    """A factory call in progress for one (container, slot): racing threads wait for it."""
+    """A factory call in progress for one (container, slot): other flows wait for it.
 
-    __slots__ = ("thread", "done")
+    Built whole before it is published in _pending, so a racing reader never sees half of it.
+    Its owner is the flow running the factory: the pendings in its _making context."""
 
-    def __init__(self) -> None:
+    __slots__ = ("name", "thread", "greenlet", "done", "green", "blocked_on")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.thread = threading.get_ident()
+        self.greenlet = current_greenlet()
         self.done = threading.Event()
+        self.green: Any = None  # a gevent Event, made by a waiter in another greenlet
+        # What the owner waits for (from another flow's factory): the wait-for graph's edge.
+        self.blocked_on: _Pending | None = None
+
+    def finish(self) -> None:
+        """Wake every reader waiting for this factory."""
+        self.done.set()
+        if self.green is not None:
+            self.green.set()
 
 
 _pending: dict[tuple[Container, int], _Pending] = {}
+# The factory calls this flow is making, outermost first: set around each factory call, so a
+# greenlet, a thread or a copy of the context (asyncio.to_thread) that reads inside a factory
+# knows it is that factory's flow: waiting for it would wait for itself.
+_making: ContextVar[tuple[_Pending, ...]] = ContextVar("percontainer.making", default=())
+
+
+def _check_wait(pending: _Pending, mine: _Pending, making: tuple[_Pending, ...]) -> None:
+    """Raise if waiting for `pending` would never end; else mark this flow's factories as
+    blocked on it (locked: the check and the mark are one step, so of two flows closing a
+    cycle, the second sees the first's mark)."""
+    chain = [pending]
+    for _ in range(len(_pending) + 1):  # a bound: each step is another pending
+        step = chain[-1]
+        for index, made in enumerate(making):
+            if made is step:  # the chain of waits comes back to this flow
+                raise cycle_error([p.name for p in making[index:]] + [p.name for p in chain])
+        if step.blocked_on is None:
+            break
+        chain.append(step.blocked_on)
+    if pending.thread == mine.thread and (pending.greenlet is None
+                                          or pending.greenlet is mine.greenlet):
+        # The owner is this very flow, read through another context (contextvars.Context.run):
+        # it is suspended below this call, waiting would wait for itself.
+        raise cycle_error([pending.name, pending.name])
+    for made in making:
+        made.blocked_on = pending
+
+
+def _wait(pending: _Pending, mine: _Pending) -> None:
+    """Wait until pending's factory is done (not locked)."""
+    if pending.thread != mine.thread:
+        pending.done.wait()
+        return
+    # Another greenlet of this thread owns it: a blocked thread would never run it.
+    if pending.green is None:
+        pending.green = green_event(pending.name)
+    if not pending.done.is_set():
+        pending.green.wait()
+
+
+def _forget_pending_in_child() -> None:
+    """After fork(), in the child: only the forking thread survives (with its greenlets).
+    Factories that other threads were running will never finish there, so their pending state
+    goes (a read runs the factory again); this thread's own go on, with fresh events to wake
+    on (another thread may have held an old one's lock at fork())."""
+    global _lock
+    _lock = threading.RLock()  # another thread may have held it at fork() too
+    thread = threading.get_ident()
+    for key, pending in list(_pending.items()):
+        if pending.thread == thread:
+            pending.done = threading.Event()
+        else:
+            del _pending[key]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
 
 
 def _storage(container: Container, group: str) -> Container:
@@ -760,26 +833,33 @@ class PerContainer(Generic[T]):
         )
 
     def _run_factory(self, owner: Container) -> T:
-        """Run the factory once for (owner, slot); threads that race wait and share its result."""
+        """Run the factory once for (owner, slot); other flows that race wait and share its
+        result, and a flow that would wait for itself (factories reading each other, across
+        threads too) gets a ContainerError naming the variables."""
+        record = self._record
         key = (owner, self._slot)
+        mine = _Pending(record.name)
+        making = _making.get()
         while True:
             with _lock:
                 area = owner._area
                 if area is None:
-                    raise ContainerClosedError(f"{self._record.name!r} read in closed {owner!r}")
+                    raise ContainerClosedError(f"{record.name!r} read in closed {owner!r}")
                 if self._slot in area:
                     return area[self._slot]  # type: ignore[no-any-return]  # a T
-                pending = _pending.get(key)
-                if pending is None:
-                    pending = _pending[key] = _Pending()
+                pending = _pending.setdefault(key, mine)
+                if pending is mine:
                     break
-                if pending.thread == threading.get_ident():
-                    raise ContainerError(
-                        f"the factory of {self._record.name!r} reads {self._record.name!r} itself"
-                    )
-            pending.done.wait()
-        factory = self._record.factory
+                _check_wait(pending, mine, making)
+            try:
+                _wait(pending, mine)
+            finally:
+                with _lock:
+                    for made in making:
+                        made.blocked_on = None
+        factory = record.factory
         installed: Any = _UNSET
+        token = _making.set((*making, mine))
         try:
             assert factory is not None
             value = _call_inside(owner, factory)
@@ -788,15 +868,19 @@ class PerContainer(Generic[T]):
                 if area is not None:
                     installed = area.setdefault(self._slot, value)  # a set() meanwhile wins
         finally:
-            with _lock:
-                del _pending[key]
-            pending.done.set()
+            try:
+                with _lock:
+                    if _pending.get(key) is mine:  # (not after a fork() that dropped it)
+                        del _pending[key]
+                mine.finish()
+            finally:
+                _making.reset(token)
         if installed is not value:  # the value never joined the container: hand it back
-            on_exit = self._record.on_exit
+            on_exit = record.on_exit
             if on_exit is not None:
                 on_exit(value)
         if installed is _UNSET:
-            raise ContainerClosedError(f"{owner!r} was closed while {self._record.name!r} was made")
+            raise ContainerClosedError(f"{owner!r} was closed while {record.name!r} was made")
         return installed  # type: ignore[no-any-return]  # the factory makes a T
 
     # -- typed variables --------------------------------------------------------------------
