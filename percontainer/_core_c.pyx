@@ -558,7 +558,7 @@ cdef class Container:
             for child in list(self.extra.children):
                 try:
                     child.close()
-                except Exception as error:  # the parent closes whatever a child raised
+                except BaseException as error:  # the parent closes whatever a child raised
                     errors.append(error)
         if _unused(self):
             self.state = TEARDOWN
@@ -646,35 +646,43 @@ cdef inline int _drop_user(Container container) except -1:
     return 0
 
 
+# Teardown runs exit hooks in rounds, until no value is left without its hook: a bound for
+# hooks that make a new value every time.
+cdef int _HOOK_ROUNDS = 100
+
+
 cdef list _teardown(Container container, bint raise_errors):
-    """Run the exit hooks in reverse declaration order, then drop every value; return the
-    hooks' errors if raise_errors, else report them (None when there are none)."""
-    cdef Py_ssize_t position = 0, slot
-    cdef PyObject* value
-    cdef _Record record
-    hooks = []
-    while True:
-        # Re-read the area each time: the appends below can run Python code (a GC pass).
-        value = area_next(&container.area, &position, &slot)
-        if value == NULL:
+    """Run the exit hooks in reverse declaration order, then drop every value.
+
+    Every hook runs whatever one raised, and teardown completes. raise_errors (close()):
+    return every error, for close() to raise the first. Otherwise (the last user out) report
+    Exceptions to sys.unraisablehook, and raise the first other BaseException
+    (KeyboardInterrupt, SystemExit, CancelledError: a request to stop) once done."""
+    cdef int rounds
+    errors = []
+    ran = {}
+    hooks = None
+    for rounds in range(_HOOK_ROUNDS):
+        hooks = _hooks_due(container, ran)
+        if not hooks:
             break
-        ref = _record_refs[slot] if slot < len(_record_refs) else None
-        record = ref() if ref is not None else None
-        if record is not None and record.on_exit is not None:
-            hooks.append((record.seq, record.on_exit, <object>value))
-    if len(hooks) > 1:
-        hooks.sort(key=_hook_order, reverse=True)
-    errors = None
-    hook_value = None
-    for _, on_exit, hook_value in hooks:
-        try:
-            _call_inside(container, on_exit, (hook_value,))
-        except Exception as error:  # every hook runs, whatever one raised
-            if raise_errors:
-                errors = (errors or []) + [error]
-            else:
-                report_unraisable(f"Exception in exit hook of {container!r}", error, on_exit)
-    hooks = hook_value = None  # the hooks' values die with the rest, below
+        for _, on_exit, hook_value in hooks:
+            try:
+                _call_inside(container, on_exit, (hook_value,))
+            except BaseException as error:  # every hook runs, whatever one raised
+                if raise_errors or not isinstance(error, Exception):
+                    errors.append(error)
+                else:
+                    report_unraisable(f"Exception in exit hook of {container!r}", error, on_exit)
+    else:
+        runaway = ContainerError(
+            f"exit hooks of {container!r} kept making new values for {_HOOK_ROUNDS} rounds; "
+            "the values left were dropped without their hooks")
+        if raise_errors:
+            errors.append(runaway)
+        else:
+            report_unraisable(f"Exception in teardown of {container!r}", runaway, container)
+    hooks = ran = hook_value = None  # the hooks' values die with the rest, below
     # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
     container.state = DEAD
     container.direct = 0
@@ -693,8 +701,43 @@ cdef list _teardown(Container container, bint raise_errors):
         if parent.state == WAITING and _unused(parent):
             # The parent was closed while this one still had someone inside.
             parent.state = TEARDOWN
-            _teardown(parent, False)
+            try:
+                _teardown(parent, False)
+            except BaseException as error:  # raised after this one's own
+                errors.append(error)
+    if errors and not raise_errors:
+        raise errors[0]
     return errors
+
+
+cdef list _hooks_due(Container container, dict ran):
+    """Return (seq, on_exit, value) for each value in container's area whose hook has not run
+    yet, latest declared first; note them in `ran` (which keeps them, so ids stay unique).
+
+    Hooks run while the values are readable, so a hook may make new ones (a factory variable
+    it reads): teardown asks again until no value is left without its hook."""
+    cdef Py_ssize_t position = 0, slot
+    cdef PyObject* found
+    cdef _Record record
+    hooks = []
+    while True:
+        # Re-read the area each time: the appends below can run Python code (a GC pass).
+        found = area_next(&container.area, &position, &slot)
+        if found == NULL:
+            break
+        value = <object>found  # a reference first, before anything that can run Python code
+        ref = _record_refs[slot] if slot < len(_record_refs) else None
+        record = ref() if ref is not None else None
+        if record is None or record.on_exit is None:
+            continue
+        key = (slot, <Py_ssize_t><PyObject*>value)
+        if key in ran:
+            continue
+        ran[key] = value
+        hooks.append((record.seq, record.on_exit, value))
+    if len(hooks) > 1:
+        hooks.sort(key=_hook_order, reverse=True)
+    return hooks
 
 
 cdef object _hook_order(tuple hook):

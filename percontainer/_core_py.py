@@ -61,6 +61,9 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 
+# Teardown runs exit hooks in rounds, until no value is left without its hook: a bound for
+# hooks that make a new value every time.
+_HOOK_ROUNDS = 100
 
 # add()'s operands whose + runs no Python code, so that it can run under the lock.
 _ATOMIC_ADD = frozenset({int, float, complex})
@@ -502,7 +505,7 @@ class Container:
         for child in list(self._children or ()):
             try:
                 child.close()
-            except Exception as error:  # noqa: BLE001  # the parent must close whatever a child raised
+            except BaseException as error:  # noqa: BLE001  # the parent must close whatever a child raised
                 errors.append(error)
         with _lock:
             teardown_now = self._unused()
@@ -517,23 +520,35 @@ class Container:
         return self._users == 0 and not self._children
 
     def _teardown(self, raise_errors: bool) -> list[BaseException]:
-        """Run the exit hooks in reverse declaration order, then drop every value."""
-        hooks = []
-        for slot, value in list((self._area or {}).items()):
-            ref = _record_refs[slot] if slot < len(_record_refs) else None
-            record = ref() if ref is not None else None
-            if record is not None and record.on_exit is not None:
-                hooks.append((record.seq, record.on_exit, value))
-        hooks.sort(key=lambda hook: hook[0], reverse=True)
+        """Run the exit hooks in reverse declaration order, then drop every value.
+
+        Every hook runs whatever one raised, and teardown completes. raise_errors (close()):
+        return every error, for close() to raise the first. Otherwise (the last user out)
+        report Exceptions to sys.unraisablehook, and raise the first other BaseException
+        (KeyboardInterrupt, SystemExit, CancelledError: a request to stop) once done."""
         errors: list[BaseException] = []
-        for _, on_exit, value in hooks:
-            try:
-                _call_inside(self, on_exit, value)
-            except Exception as error:  # noqa: BLE001  # every hook runs, whatever one raised
-                if raise_errors:
-                    errors.append(error)
-                else:
-                    report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+        ran: dict[tuple[int, int], Any] = {}
+        for _ in range(_HOOK_ROUNDS):
+            hooks = self._hooks_due(ran)
+            if not hooks:
+                break
+            for _, on_exit, value in hooks:
+                try:
+                    _call_inside(self, on_exit, value)
+                except BaseException as error:  # noqa: BLE001  # every hook runs, whatever one raised
+                    if raise_errors or not isinstance(error, Exception):
+                        errors.append(error)
+                    else:
+                        report_unraisable(f"Exception in exit hook of {self!r}", error, on_exit)
+        else:
+            runaway = ContainerError(
+                f"exit hooks of {self!r} kept making new values for {_HOOK_ROUNDS} rounds; "
+                "the values left were dropped without their hooks")
+            if raise_errors:
+                errors.append(runaway)
+            else:
+                report_unraisable(f"Exception in teardown of {self!r}", runaway, self)
+        del ran, hooks
         parent = self._parent
         assert parent is not None  # the host is never torn down
         with _lock:
@@ -550,8 +565,32 @@ class Container:
                 parent._state = _TEARDOWN
         del values  # dropped outside the lock: a value's __del__ may use the library
         if parent_last:  # the parent was closed while this one still had someone inside
-            parent._teardown(raise_errors=False)
+            try:
+                parent._teardown(raise_errors=False)
+            except BaseException as error:  # noqa: BLE001  # raised after this one's own
+                errors.append(error)
+        if errors and not raise_errors:
+            raise errors[0]
         return errors
+
+    def _hooks_due(self, ran: dict[tuple[int, int], Any]) -> list[tuple[int, Any, Any]]:
+        """Return (seq, on_exit, value) for each value in the area whose hook has not run yet,
+        latest declared first; note them in `ran` (which keeps them, so ids stay unique).
+
+        Hooks run while the values are readable, so a hook may make new ones (a factory
+        variable it reads): teardown asks again until no value is left without its hook."""
+        with _lock:
+            items = list((self._area or {}).items())
+        hooks = []
+        for slot, value in items:
+            ref = _record_refs[slot] if slot < len(_record_refs) else None
+            record = ref() if ref is not None else None
+            if record is None or record.on_exit is None or (slot, id(value)) in ran:
+                continue
+            ran[slot, id(value)] = value
+            hooks.append((record.seq, record.on_exit, value))
+        hooks.sort(key=lambda hook: hook[0], reverse=True)
+        return hooks
 
 
 async def _run_inside(container: Container, coroutine: Coroutine[Any, Any, R]) -> R:
