@@ -175,6 +175,50 @@ def test_sum_holds_a_value_whose_radd_drops_it(pc: ModuleType) -> None:
     assert out.split() == ["TypeError", "True", "[]"]
 
 
+@pytest.mark.enabled_only
+def test_items_holds_each_value_while_it_makes_the_pair(pc: ModuleType) -> None:
+    """A GC pass while items() makes a (container, value) pair runs a callback that resets the
+    variable everywhere: the pair must hold a live value. The threshold sweep makes a pass
+    fall on a pair's allocation whatever the interpreter allocates around it."""
+    out = run_isolated(pc, """
+        import gc
+
+        var = pc.PerContainer("t.items_gc", default=None)
+
+        class Value:
+            def __init__(self, n):
+                self.n = n
+
+        tenants = [pc.Container() for _ in range(50)]
+        armed = [False]
+
+        def reset_all(phase, info):
+            if phase == "start" and armed[0]:
+                armed[0] = False
+                for tenant in tenants:
+                    tenant.run(var.reset)
+
+        keep = []
+        gc.callbacks.append(reset_all)
+        for threshold in range(1, 12):
+            for n, tenant in enumerate(tenants):
+                tenant.run(var.set, Value(n))
+            keep.extend((i, -i) for i in range(3000))  # no 2-tuple from the free list
+            gc.collect()
+            gc.set_threshold(threshold)
+            armed[0] = True
+            pairs = var.items()
+            gc.set_threshold(700)
+            armed[0] = False
+            assert all(value.n == tenants.index(c) for c, value in pairs)
+        gc.callbacks.remove(reset_all)
+        for tenant in tenants:
+            tenant.close()
+        print("ok")
+    """)
+    assert out.split() == ["ok"]
+
+
 # -- 10: the first reads from several threads run the factory once -----------------------------
 def test_first_reads_from_racing_threads_run_the_factory_once(pc: ModuleType, name: str) -> None:
     """Each round, a new container and THREADS threads reading it at once (the first requests
