@@ -1492,7 +1492,8 @@ cdef class PerContainer:
         cdef _Record record = self.record
         cdef PyObject* held
         cdef _Pending pending
-        cdef _Pending mine = _new_pending(record.name)  # whole before the check: it runs Python code
+        # Built whole before the check: making it runs Python code.
+        cdef _Pending mine = _new_pending(record.name)
         cdef tuple making = _making.get()
         key = (owner, self.slot)
         while True:

@@ -505,7 +505,7 @@ class Container:
         for child in list(self._children or ()):
             try:
                 child.close()
-            except BaseException as error:  # noqa: BLE001  # the parent must close whatever a child raised
+            except BaseException as error:  # noqa: BLE001  # close whatever a child raised
                 errors.append(error)
         with _lock:
             teardown_now = self._unused()
@@ -535,7 +535,7 @@ class Container:
             for _, on_exit, value in hooks:
                 try:
                     _call_inside(self, on_exit, value)
-                except BaseException as error:  # noqa: BLE001  # every hook runs, whatever one raised
+                except BaseException as error:  # noqa: BLE001  # every hook runs, whatever raised
                     if raise_errors or not isinstance(error, Exception):
                         errors.append(error)
                     else:
