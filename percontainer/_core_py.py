@@ -250,7 +250,7 @@ class _Frame:
         if self.entered:
             try:
                 self.leave()
-            except Exception as error:  # noqa: BLE001  # nowhere to raise it from a finalizer
+            except BaseException as error:  # noqa: BLE001  # a finalizer has no caller to raise to
                 report_unraisable("Exception leaving a discarded entry", error, self.container)
 
 
