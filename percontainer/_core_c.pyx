@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
 from percontainer._rows_c cimport (
     KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
-    drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
+    DATA_ONLY, WITH_IDENT, WITH_LIVE, drop_column, make_row_view, release_row, snapshot, take_row,
 )
 
 import functools
@@ -1249,11 +1249,16 @@ cdef class PerContainer:
     def items(self):
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
+        pairs = []
         if self.column is not None:
             group = self.record.group
-            return [(c, _typed_get(self, c)) for c in _snapshot(True)
-                    if _storage(<Container>c, group) is c]
-        pairs = []
+            for c in _snapshot(True):
+                if _storage(<Container>c, group) is c:
+                    try:
+                        pairs.append((c, _typed_get(self, <Container>c)))
+                    except ContainerClosedError:  # closed since the listing, as below
+                        pass
+            return pairs
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
@@ -1264,7 +1269,7 @@ cdef class PerContainer:
         """Return the total of the values over all live containers (0 if none is set)."""
         cdef PyObject* value
         if self.column is not None:
-            return total(self.column, held_rows())
+            return total(snapshot(self.column, self.record.group, DATA_ONLY))
         result = 0
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
@@ -1274,19 +1279,19 @@ cdef class PerContainer:
 
     def values(self):
         """Return a typed variable's values, one row per live container storing it."""
-        return values(_typed_column(self, "values"), mask(self.record.group), ident_column())
+        return values(snapshot(_typed_column(self, "values"), self.record.group, WITH_IDENT))
 
     def min(self):
         """Return the least value over the live containers storing the typed variable."""
-        return minimum(_typed_column(self, "min"), mask(self.record.group))
+        return minimum(snapshot(_typed_column(self, "min"), self.record.group, WITH_LIVE))
 
     def max(self):
         """Return the greatest value over the live containers storing the typed variable."""
-        return maximum(_typed_column(self, "max"), mask(self.record.group))
+        return maximum(snapshot(_typed_column(self, "max"), self.record.group, WITH_LIVE))
 
     def mean(self):
         """Return the mean over the live containers storing the typed variable (a float)."""
-        return mean(_typed_column(self, "mean"), mask(self.record.group), held_rows())
+        return mean(snapshot(_typed_column(self, "mean"), self.record.group, WITH_LIVE))
 
 
 def per_container(fn=None, /, *, name=None, group="default", on_exit=None, dtype=None,

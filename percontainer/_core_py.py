@@ -21,9 +21,9 @@ import numpy as np
 from ._checks import check_callable, check_declaration, check_share, decorated_name
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
-from ._rows_py import Column, RowSpace
-from ._typed import (BOOL, VIEW, TypedSpec, check_redeclaration, maximum, mean, locate, minimum,
-                     spec_for, total, values)
+from ._rows_py import DATA_ONLY, WITH_IDENT, WITH_LIVE, Column, RowSpace
+from ._typed import (BOOL, VIEW, Snapshot, TypedSpec, check_redeclaration, maximum, mean, locate,
+                     minimum, spec_for, total, values)
 
 __all__ = [
     "ENABLED",
@@ -696,7 +696,14 @@ class PerContainer(Generic[T]):
         """Return (container, value) for each live container whose own storage holds a value."""
         if self._column is not None:
             group = self._record.group
-            return [(c, self._typed_get(c)) for c in containers() if _storage(c, group) is c]
+            typed = []
+            for container in containers():
+                if _storage(container, group) is container:
+                    try:
+                        typed.append((container, self._typed_get(container)))
+                    except ContainerClosedError:  # closed since the listing, as above
+                        continue
+            return typed
         slot = self._slot
         pairs = []
         for container in containers():
@@ -708,8 +715,7 @@ class PerContainer(Generic[T]):
     def sum(self) -> Any:
         """Return the total of the values over all live containers (0 if none is set)."""
         if self._column is not None:
-            with _lock:
-                return total(self._column, _rows.held_rows())
+            return total(self._snapshot(self._column, DATA_ONLY))
         result: Any = 0
         for _, value in self.items():
             result = result + value
@@ -717,27 +723,25 @@ class PerContainer(Generic[T]):
 
     def values(self) -> np.ndarray[Any, Any]:
         """Return a typed variable's values, one row per live container storing it."""
-        column = self._typed_column("values")
-        with _lock:
-            return values(column, _rows.mask(self._record.group), _rows.ident)
+        return values(self._snapshot(self._typed_column("values"), WITH_IDENT))
 
     def min(self) -> Any:
         """Return the least value over the live containers storing the typed variable."""
-        column = self._typed_column("min")
-        with _lock:
-            return minimum(column, _rows.mask(self._record.group))
+        return minimum(self._snapshot(self._typed_column("min"), WITH_LIVE))
 
     def max(self) -> Any:
         """Return the greatest value over the live containers storing the typed variable."""
-        column = self._typed_column("max")
-        with _lock:
-            return maximum(column, _rows.mask(self._record.group))
+        return maximum(self._snapshot(self._typed_column("max"), WITH_LIVE))
 
     def mean(self) -> Any:
         """Return the mean over the live containers storing the typed variable (a float)."""
-        column = self._typed_column("mean")
+        return mean(self._snapshot(self._typed_column("mean"), WITH_LIVE))
+
+    def _snapshot(self, column: Column, masks: int) -> Snapshot:
+        """Copy the rows a reduction reads at one instant (no typed write under the lock);
+        numpy then reduces the copy while other threads go on."""
         with _lock:
-            return mean(column, _rows.mask(self._record.group), _rows.held_rows())
+            return _rows.snapshot(column, self._record.group, masks)
 
 
 @overload

@@ -4,7 +4,8 @@
 
 Taking, closing and releasing a row run no Python code but when the storage grows (a numpy
 allocation per column), so they are atomic under the GIL; growth is written so that a
-reentrant or concurrent call only finds some columns grown already.
+reentrant or concurrent call only finds some columns grown already. A snapshot copies the
+rows of one instant, in a span that runs no Python code.
 """
 
 cimport cython
@@ -15,8 +16,13 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._typed import (NARROW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start, make_view,
-                     pieces)
+from ._typed import (NARROW, ZEROS, Leases, Snapshot, TypedSpec, chunk_rows, chunk_start,
+                     make_view)
+
+
+cdef inline Py_ssize_t _chunk_rows(Py_ssize_t k) noexcept:
+    """Return how many rows chunk k holds, as _typed.chunk_rows() (no Python code)."""
+    return FIRST_CHUNK_ROWS << (k if k < DOUBLINGS else DOUBLINGS)
 
 
 @cython.final
@@ -90,6 +96,8 @@ cdef class Column:
 
 
 cdef inline char* _data(object array) except NULL:
+    """Return a numpy array's data address. Runs Python code (it builds a dict): take it
+    before a span that must run none."""
     return <char*>PyLong_AsVoidPtr(array.__array_interface__["data"][0])
 
 
@@ -157,13 +165,16 @@ cdef Column _ident = _add(_new_column(TypedSpec(np.uint64, (), ZEROS), ""))  # i
 
 
 def _reuse(int row):
-    """A torn-down row's last view died: zero it again (the view may have written) and reuse."""
+    """A torn-down row's last view died: zero it again (the view may have written) and reuse;
+    in one span that runs no Python code, so a snapshot finds it held or free, not both."""
+    _waiting.discard(row)
     _zero(row)
     rows_push(&_free, row)
 
 
 cdef object _leases = Leases(_reuse)
 cdef dict _lease_refs = _leases.refs  # row -> its live views
+cdef set _waiting = _leases.waiting  # torn-down rows that live views still reach
 
 
 cdef Column mask(str group):
@@ -172,22 +183,72 @@ cdef Column mask(str group):
     return _live if found is None else <Column>found
 
 
-cdef Column ident_column():
-    return _ident
+cdef object snapshot(Column column, str group, int masks):
+    """Return a _typed.Snapshot: copies of column's rows and the held rows (and, as `masks`
+    asks, of the mask of group's storing containers and the ids) of one instant.
 
-
-cdef list held_rows():
-    """Rows that hold data but no live container: see _typed.total()."""
-    return [_closed.rows[i] for i in range(_closed.count)] + list(_leases.waiting)
+    The arrays are allocated first (that can run Python code, which can take and free rows);
+    the copies are then made in one span that runs none, if the row counts are still those
+    allocated for (else again). So a reduction sees every copy before or after a write, and
+    numpy reduces the copies while other threads go on."""
+    cdef Py_ssize_t rows, held_count, i, k, start, length
+    cdef Py_ssize_t* held_at
+    cdef char* data_at
+    cdef char* live_at = NULL
+    cdef char* ident_at = NULL
+    cdef Column stores
+    live = ident = None
+    while True:
+        rows = _top
+        held_count = _closed.count + len(_waiting)
+        data = np.empty((rows,) + column.spec.shape, column.spec.dtype)
+        held = np.empty(held_count, np.intp)
+        data_at = _data(data)
+        held_at = <Py_ssize_t*>_data(held)
+        if masks >= WITH_LIVE:
+            live = np.empty(rows, np.bool_)
+            live_at = _data(live)
+        if masks == WITH_IDENT:
+            ident = np.empty(rows, np.uint64)
+            ident_at = _data(ident)
+        # From here on no Python code runs.
+        if _top != rows or _closed.count + len(_waiting) != held_count:
+            continue
+        if column.kind != KIND_VIEW:
+            memcpy(data_at, column.flat, rows * column.row_bytes)
+        else:
+            k = start = 0
+            while start < rows:
+                length = min(_chunk_rows(k), rows - start)
+                memcpy(data_at + start * column.row_bytes, column.bases[k],
+                       length * column.row_bytes)
+                start += length
+                k += 1
+        for i in range(_closed.count):
+            held_at[i] = _closed.rows[i]
+        i = _closed.count
+        for row in _waiting:
+            held_at[i] = row
+            i += 1
+        if masks >= WITH_LIVE:
+            stores = mask(group)
+            memcpy(live_at, stores.flat, rows)
+        if masks == WITH_IDENT:
+            memcpy(ident_at, _ident.flat, rows * sizeof(uint64_t))
+        return Snapshot(column.spec, column.wide, data, held, live, ident)
 
 
 cdef Column add_column(object spec, str group):
     """Make a typed variable's column, at its default in every container storing it."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, row
     cdef Column column = _add(_new_column(spec, group))
+    cdef Column stores
+    # From _add() on no Python code runs: the default goes to exactly the rows storing it now.
     if column.fill is not None:
-        for chunk, selected in pieces(column, mask(group)):
-            chunk[selected] = spec.default
+        stores = mask(group)
+        for row in range(_top):
+            if stores.flat[row]:
+                memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
         for i in range(_closed.count):  # closed, not torn down: still read by those inside
             if group not in _closed_shared.get(_closed.rows[i], ()):
                 memcpy(cell(column, _closed.rows[i]), <char*>column.fill, column.row_bytes)
@@ -221,12 +282,11 @@ cdef int take_row(uint64_t ident, frozenset shared) except -1:
     if shared:
         for group in shared:
             if group not in _stores:  # from now on this group has its own mask
-                new_mask = _new_mask()
-                for chunk, live in zip(new_mask.chunks, _live.chunks):
-                    chunk[:] = live
-                if group in _stores:  # made meanwhile (the allocation can run Python code)
+                new_mask = _new_mask()  # can run Python code
+                if group in _stores:  # made meanwhile
                     _columns.remove(new_mask)
-                else:
+                else:  # no Python code since _new_mask(): the live rows copied are current
+                    memcpy(new_mask.flat, _live.flat, _top)
                     _stores[group] = new_mask
     # From here on no Python code runs but in _grow(), after which the state is read anew.
     if _free.count:
@@ -266,7 +326,7 @@ cdef int release_row(int row) except -1:
         _closed_shared.pop(row, None)
     _zero(row)
     if _lease_refs and row in _lease_refs:
-        _leases.waiting.add(row)
+        _waiting.add(row)
     else:
         rows_push(&_free, row)
     return 0

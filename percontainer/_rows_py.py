@@ -9,8 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from ._typed import (INT, NARROW, UINT, VIEW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start,
-                     locate, make_view, pieces)
+from ._typed import (INT, NARROW, UINT, VIEW, ZEROS, Leases, Snapshot, TypedSpec, chunk_rows,
+                     chunk_start, locate, make_view, pieces)
+
+
+# What RowSpace.snapshot() copies besides the column and the held rows.
+DATA_ONLY = 0
+WITH_LIVE = 1  # the mask of the rows of live containers storing the group
+WITH_IDENT = 2  # that mask and the container ids
 
 
 class Column:
@@ -67,6 +73,20 @@ class Column:
         chunk, index = self._at(row)
         chunk[index] = np.zeros((), self.spec.dtype)
 
+    def copy_rows(self, rows: int) -> np.ndarray[Any, Any]:
+        """Return a copy of the first `rows` rows' copies, shape (rows, *shape)."""
+        if self.spec.kind != VIEW:
+            return self.chunks[0][:rows].copy()
+        parts, left = [], rows
+        for chunk in self.chunks:
+            if left <= 0:
+                break
+            parts.append(chunk[:left])
+            left -= len(parts[-1])
+        if not parts:
+            return np.zeros((0, *self.spec.shape), self.spec.dtype)
+        return np.concatenate(parts)
+
     def fill(self, rows: Iterable[int] | Column) -> None:
         """Write the default into the given rows, or into the rows a mask column selects."""
         value = self.spec.default
@@ -103,6 +123,7 @@ class RowSpace:
         self.free: list[int] = []  # zeroed rows to reuse, last freed first
         self.closed: dict[int, frozenset[str]] = {}  # closed, not torn down: row -> shared
         self.leases = Leases(self._reuse)
+        self.changes = 0  # counts rows taken, closed and freed: see snapshot()
 
     def _add(self, column: Column) -> Column:
         column.grow_to(self.chunk_count)
@@ -113,9 +134,23 @@ class RowSpace:
         """Return the mask of rows whose live container stores `group` itself."""
         return self.stores.get(group, self.live)
 
-    def held_rows(self) -> list[int]:
-        """Rows that hold data but no live container: see _typed.total()."""
-        return [*self.closed, *self.leases.waiting]
+    def snapshot(self, column: Column, group: str, masks: int) -> Snapshot:
+        """Return copies of column's rows and the held rows (and, as `masks` asks, of the mask
+        of group's storing containers and the ids), all of one instant: see _typed.Snapshot.
+
+        The caller holds the core's lock (no typed write meanwhile); a finalizer run by an
+        allocation here can still take or free rows (the locks are reentrant), so the copies
+        are made again until no row changed hands while they were made."""
+        with self.lock:
+            while True:
+                changes = self.changes
+                rows = self.top
+                data = column.copy_rows(rows)
+                held = np.array([*self.closed, *self.leases.waiting], dtype=np.intp)
+                live = self.mask(group).chunks[0][:rows].copy() if masks >= WITH_LIVE else None
+                ident = self.ident.chunks[0][:rows].copy() if masks == WITH_IDENT else None
+                if self.changes == changes:
+                    return Snapshot(column.spec, column.wide, data, held, live, ident)
 
     # -- columns ----------------------------------------------------------------------------
     def add_column(self, spec: TypedSpec, group: str) -> Column:
@@ -157,10 +192,12 @@ class RowSpace:
             self.ident.write(row, ident)
             for group, mask in self.stores.items():
                 mask.write(row, group not in shared)
+            self.changes += 1
             return row
 
     def _capacity(self) -> int:
         return chunk_start(self.chunk_count)
+
 
     def close(self, row: int, shared: frozenset[str]) -> None:
         """Take a closed container's row out of the live rows (its values stay until teardown)."""
@@ -169,6 +206,7 @@ class RowSpace:
             for mask in self.stores.values():
                 mask.clear(row)
             self.closed[row] = shared
+            self.changes += 1
 
     def release(self, row: int) -> None:
         """Zero a torn-down container's row; reuse it once no view of it is left."""
@@ -177,11 +215,14 @@ class RowSpace:
             self._zero(row)
             if self.leases.retire(row):
                 self.free.append(row)
+            self.changes += 1
 
     def _reuse(self, row: int) -> None:
         with self.lock:
+            self.leases.waiting.discard(row)
             self._zero(row)  # a stale view may have written into it meanwhile
             self.free.append(row)
+            self.changes += 1
 
     def _zero(self, row: int) -> None:
         for column in self.columns:

@@ -1,0 +1,129 @@
+"""Typed variables stay consistent and memory-safe whatever runs meanwhile (issue 9): reductions
+racing container churn, record padding, conversions with side effects, re-entrant growth."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from _pc_helpers import run_threads, switch_often
+
+New = Callable[..., Any]
+
+
+# -- 3. reductions see one state of every container -------------------------------------------
+def _pause() -> None:
+    """A Python call: a point where the thread can be switched out (C calls are not)."""
+
+
+def _churn(pc: ModuleType, var: Any, value: Any, stop: list[bool], ring: int = 8) -> None:
+    """Create containers that set `value`, and close them (some while still inside, so their
+    rows are held until the exit), until `stop` is set; at most `ring` open at a time."""
+    open_: list[Any] = []
+    try:
+        for _ in range(100_000):  # bounded: the reducer stops it long before
+            if stop:
+                break
+            c = pc.Container()
+            _pause()
+            with c:
+                var.set(value)
+                _pause()
+            open_.append(c)
+            if len(open_) > ring:
+                old = open_.pop(0)
+                with old:
+                    old.close()  # closed, not torn down until the exit: a held row
+                    _pause()
+                _pause()
+    finally:
+        for c in open_:
+            c.close()
+
+
+def _race(pc: ModuleType, var: Any, value: Any, check: Callable[[], None],
+          workers: int = 3, checks: int = 150) -> None:
+    """Run `check` over and over while `workers` threads churn containers."""
+    stop: list[bool] = []
+
+    def reduce() -> None:
+        try:
+            for _ in range(checks):
+                check()
+        finally:
+            stop.append(True)
+
+    with switch_often():
+        run_threads([lambda: _churn(pc, var, value, stop) for _ in range(workers)] + [reduce])
+
+
+@pytest.mark.enabled_only
+def test_reductions_racing_churn_see_one_state(pc: ModuleType, name: str) -> None:
+    """Every container holds exactly 1 (its default, written with its row): whatever containers
+    come and go, a sum counts containers, the mean is 1.0, and no reduction sees a 0 (a row
+    torn down or reused meanwhile) or raises for a container closed meanwhile."""
+    var = pc.PerContainer(name, dtype=np.int64, default=1, group=f"{name}.g")
+    baseline = len(pc.containers())
+    most = baseline + 3 * 10  # each worker: a ring of 8, one new, one closed but in use
+
+    def check() -> None:
+        assert baseline <= var.sum() <= most
+        assert var.mean() == 1.0
+        assert var.min() == 1 and var.max() == 1
+        values = var.values()
+        assert baseline <= len(values) <= most and values.tolist() == [1] * len(values)
+        assert all(value == 1 for _, value in var.items())
+
+    _race(pc, var, 1, check)
+    assert var.sum() == baseline and var.values().tolist() == [1] * baseline
+
+
+@pytest.mark.enabled_only
+def test_array_reductions_racing_churn_see_one_state(pc: ModuleType, name: str) -> None:
+    """The same for an array variable (chunked storage): every copy is [1, 2]."""
+    var = pc.PerContainer(name, dtype=np.int32, shape=2, default=[1, 2], group=f"{name}.g")
+    baseline = len(pc.containers())
+    most = baseline + 3 * 10
+
+    def check() -> None:
+        ones, twos = var.sum().tolist()
+        assert twos == 2 * ones and baseline <= ones <= most
+        assert var.mean().tolist() == [1.0, 2.0]
+        assert var.min().tolist() == [1, 2] and var.max().tolist() == [1, 2]
+        assert all(row == [1, 2] for row in var.values().tolist())
+        # A view reads zeros once its container is torn down (maybe since items() returned):
+        # read first, then look whether it was closed.
+        assert all(value.tolist() == [1, 2] or c.closed for c, value in var.items())
+
+    _race(pc, var, [1, 2], check)
+    assert var.sum().tolist() == [baseline, 2 * baseline]
+
+
+def test_items_skip_containers_closed_meanwhile(pc: ModuleType, new: New, name: str) -> None:
+    """items() leaves out a container closed between its listing and its read, as it does for
+    object variables: here a gc callback closes one container per collection while items()
+    makes each container's view (which allocates)."""
+    var = pc.PerContainer(name, dtype=np.int64, shape=2, default=[5, 6])
+    victims = [new() for _ in range(8)]
+    pending = list(victims)
+
+    def close_one(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and pending:
+            pending.pop().close()
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(close_one)
+    gc.set_threshold(1)
+    try:
+        pairs = var.items()
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(close_one)
+    assert not pending, "no collection ran during items(): the test proves nothing"
+    # A container closed after its read holds a view that reads zeros now.
+    assert all(value.tolist() == [5, 6] or c.closed for c, value in pairs)
+    assert {c for c, _ in pairs} >= {c for c in victims if not c.closed}
