@@ -212,10 +212,15 @@ class TypedSpec:
 
     def _broadcast(self, result: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         try:
-            return np.broadcast_to(result, self.shape).copy()
+            source = np.broadcast_to(result, self.shape)
         except ValueError:
             raise ValueError(
                 f"a value of shape {result.shape} does not fit shape {self.shape}") from None
+        # Into zeros, field by field: a record dtype's gaps (offsets, align=True) stay zero
+        # instead of carrying whatever heap bytes np.array left there into a tenant's row.
+        value = np.zeros(self.shape, self.dtype)
+        value[...] = source
+        return value
 
     def add_array(self, current: np.ndarray[Any, Any], delta: object) -> np.ndarray[Any, Any]:
         """Return current + delta as a new array, checked as convert_array() checks a value."""

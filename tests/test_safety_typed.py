@@ -127,3 +127,53 @@ def test_items_skip_containers_closed_meanwhile(pc: ModuleType, new: New, name: 
     # A container closed after its read holds a view that reads zeros now.
     assert all(value.tolist() == [5, 6] or c.closed for c, value in pairs)
     assert {c for c, _ in pairs} >= {c for c in victims if not c.closed}
+
+
+# -- 5. record gaps hold zeros, not heap bytes -------------------------------------------------
+GAPPED = [
+    np.dtype({"names": ["a", "b"], "formats": ["u1", "i8"], "offsets": [0, 8], "itemsize": 16}),
+    np.dtype([("a", "u1"), ("b", "i4"), ("c", "u2"), ("d", "f8")], align=True),
+    np.dtype({"names": ["a"], "formats": [("i2", 3)], "offsets": [2], "itemsize": 12}),
+]
+
+
+def _dirty_heap(size: int) -> None:
+    """Leave freed blocks full of 0xAB where numpy allocates next."""
+    junk = [np.full(size, 0xAB, np.uint8) for _ in range(64)]
+    del junk
+
+
+def _raw(view: Any) -> bytes:
+    """The bytes of a container's row, gaps included (a view's memory, not a copy's)."""
+    return bytes(view.reshape(-1).view(np.uint8))
+
+
+def _record(dtype: np.dtype[Any], shape: tuple[int, ...], base: int) -> tuple[Any, bytes]:
+    """A value to store, and the bytes a row holding it must have: gaps zero."""
+    value = tuple(np.full(dtype.fields[f][0].shape, base + i).tolist()  # type: ignore[index]
+                  for i, f in enumerate(dtype.names or ()))
+    expected = np.zeros(shape, dtype)
+    expected[...] = value
+    return value, expected.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(), (3,)], ids=["one", "array"])
+@pytest.mark.parametrize("dtype", GAPPED, ids=["offsets", "aligned", "subarray"])
+def test_record_gaps_are_zero(pc: ModuleType, new: New, name: str, dtype: np.dtype[Any],
+                              shape: tuple[int, ...]) -> None:
+    size = dtype.itemsize * max(1, int(np.prod(shape)))
+    default, default_bytes = _record(dtype, shape, 1)
+    _dirty_heap(size)
+    var = pc.PerContainer(name, dtype=dtype, shape=shape, default=default)
+    c = new()
+    with c:
+        assert _raw(var.get()) == default_bytes  # the default, copied into a new row
+        value, value_bytes = _record(dtype, shape, 10)
+        _dirty_heap(size)
+        var.set(value)
+        assert _raw(var.get()) == value_bytes
+        _dirty_heap(size)
+        var.set(np.array(value, dtype))  # an array of the record dtype, made with dirty gaps
+        assert _raw(var.get()) == value_bytes
+        var.reset()
+        assert _raw(var.get()) == default_bytes
