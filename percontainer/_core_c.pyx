@@ -918,20 +918,39 @@ cdef inline object _read(Column column, char* at):
 
 
 cdef int _write(Column column, Container owner, object value) except -1:
-    """Store a value the spec converted (so of the right type and in range) in owner's row."""
-    column.note(value)  # before `at`: it runs Python code
+    """Store a value the spec converted (an exact int, float or bool, in range) in owner's
+    row. It is made a C number first and only then is the cell's address taken and written,
+    with no Python code between (a conversion of anything but an exact number could run an
+    __index__ that grows the storage and moves the cell)."""
+    cdef double real = 0
+    cdef long long number = 0
+    cdef unsigned long long unsigned_number = 0
+    if column.kind == KIND_FLOAT:
+        if not PyFloat_CheckExact(value):
+            raise TypeError(f"internal: a converted float, not {type(value).__name__}")
+        real = PyFloat_AS_DOUBLE(value)
+    elif column.kind == KIND_BOOL:
+        if value is not True and value is not False:
+            raise TypeError(f"internal: a converted bool, not {type(value).__name__}")
+    elif not PyLong_CheckExact(value):
+        raise TypeError(f"internal: a converted int, not {type(value).__name__}")
+    elif column.kind == KIND_UINT and column.itemsize == 8:
+        unsigned_number = PyLong_AsUnsignedLongLong(value)  # an exact int: no Python code
+    else:
+        number = PyLong_AsLongLong(value)
+    column.note(value)  # an exact number compared: no Python code, but before `at` anyway
     cdef char* at = cell(column, owner.area.row)
     if column.kind == KIND_FLOAT:
         if column.itemsize == 8:
-            (<double*>at)[0] = PyFloat_AsDouble(value)
+            (<double*>at)[0] = real
         else:
-            (<float*>at)[0] = <float>PyFloat_AsDouble(value)
+            (<float*>at)[0] = <float>real
     elif column.kind == KIND_BOOL:
         at[0] = value is True
     elif column.kind == KIND_UINT and column.itemsize == 8:
-        (<uint64_t*>at)[0] = PyLong_AsUnsignedLongLong(value)
+        (<uint64_t*>at)[0] = unsigned_number
     else:
-        _store_int(at, column.itemsize, PyLong_AsLongLong(value))
+        _store_int(at, column.itemsize, number)
     return 0
 
 

@@ -26,6 +26,7 @@ down or reused halfway through, and other threads go on writing while numpy redu
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -164,19 +165,20 @@ class TypedSpec:
         return self.convert(current + self.convert_delta(delta))
 
     def convert_delta(self, value: object) -> Any:
-        """Return value as a Python number of the variable's kind (no range check), or raise."""
+        """Return value as an exact Python int or float of the variable's kind (no range
+        check), or raise. The compiled core stores the result with no Python code between
+        taking the cell's address and writing it, so the result must be exact: an int-like's
+        __index__ (or __float__) runs here once, never again at the store."""
         if self.kind == FLOAT:
             if isinstance(value, (str, bytes, bytearray)) or not (
                     hasattr(type(value), "__float__") or hasattr(type(value), "__index__")):
                 raise TypeError(
                     f"a {self.dtype} variable takes a real number, not {type(value).__name__}")
-            return float(value)  # type: ignore[arg-type]  # checked just above
-        try:
-            return value.__index__()  # type: ignore[attr-defined]  # int-likes only
-        except AttributeError:
-            raise TypeError(
-                f"a {self.dtype} variable takes an int, not {type(value).__name__}"
-            ) from None
+            return float(value)  # type: ignore[arg-type]  # checked; float() returns a float
+        if not hasattr(type(value), "__index__"):
+            raise TypeError(f"a {self.dtype} variable takes an int, not {type(value).__name__}")
+        # An exact int, or TypeError if __index__ returns anything else.
+        return operator.index(value)  # type: ignore[arg-type]  # checked: it has __index__
 
     # -- arrays and records ---------------------------------------------------------------------
     def convert_array(self, value: object) -> np.ndarray[Any, Any]:

@@ -4,7 +4,12 @@ racing container churn, record padding, conversions with side effects, re-entran
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -13,6 +18,23 @@ import pytest
 from _pc_helpers import run_threads, switch_often
 
 New = Callable[..., Any]
+TESTS = Path(__file__).resolve().parent
+
+
+def _run_isolated(pc: ModuleType, code: str) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter with `pc` bound to the core under test, and fail if it
+    does not exit cleanly. For what can crash the interpreter on a defect: a crash fails the
+    test, not the suite."""
+    script = f"import importlib\npc = importlib.import_module({pc.__name__!r})\n"
+    script += textwrap.dedent(code)
+    package_root = Path(pc.__file__).resolve().parent.parent  # the build under test
+    environment = {**os.environ,
+                   "PYTHONPATH": os.pathsep.join([str(package_root), str(TESTS)])}
+    result = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script], cwd=TESTS,
+                            env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, (
+        f"exit code {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 # -- 3. reductions see one state of every container -------------------------------------------
@@ -177,3 +199,77 @@ def test_record_gaps_are_zero(pc: ModuleType, new: New, name: str, dtype: np.dty
         assert _raw(var.get()) == value_bytes
         var.reset()
         assert _raw(var.get()) == default_bytes
+
+
+# -- 7. a conversion's side effects never write through a stale cell -----------------------------
+_CONVERSIONS = """
+import numpy as np
+counter = pc.PerContainer("counter", dtype=np.int64)
+small = pc.PerContainer("small", dtype=np.int16)
+wide = pc.PerContainer("wide", dtype=np.uint64)
+real = pc.PerContainer("real", dtype=np.float64)
+single = pc.PerContainer("single", dtype=np.float32)
+made = []
+
+def grow():
+    '''What a hostile __index__ does: create containers until the typed storage grows.'''
+    made.extend(pc.Container() for _ in range(300))
+
+class Late:
+    '''Returned by __index__: not an int, compares as one, and its own __index__ grows.'''
+    def __index__(self):
+        grow()
+        return 7
+    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: True
+
+class Early:
+    def __index__(self):
+        return Late()
+
+class Grows:
+    '''An int-like and float-like whose conversion grows the storage, then answers.'''
+    def __init__(self, value):
+        self.value = value
+    def __index__(self):
+        grow()
+        return self.value
+    def __float__(self):
+        grow()
+        return float(self.value)
+
+c = pc.Container()
+with c:
+    for var in (counter, small, wide):
+        var.set(3)
+        for call in (var.set, var.add):
+            try:
+                call(Early())
+            except TypeError as error:
+                assert "non-int" in str(error), error
+            else:
+                raise AssertionError(f"{var.name}.{call.__name__}(Early()) took a non-int")
+            assert var.get() == 3, (var.name, var.get())
+        var.set(Grows(5))
+        assert var.get() == 5, (var.name, var.get())
+        assert var.add(Grows(2)) == 7 and var.get() == 7, (var.name, var.get())
+    for var in (real, single):
+        var.set(Grows(5))
+        assert var.get() == 5.0, (var.name, var.get())
+        assert var.add(Grows(2)) == 7.0 and var.get() == 7.0, (var.name, var.get())
+assert made, "no container was made: the test proves nothing"
+assert counter.sum() == 7 and wide.sum() == 7 and real.sum() == 7.0
+for container in made:
+    assert counter.of(container) == 0 and real.of(container) == 0.0
+    container.close()
+c.close()
+print("ok")
+"""
+
+
+@pytest.mark.enabled_only  # disabled, containers take no typed storage: nothing grows
+def test_conversion_side_effects_never_write_a_stale_cell(pc: ModuleType) -> None:
+    """An __index__ (or __float__) that creates containers moves the storage: set() and add()
+    convert first, with int() and float() semantics (an __index__ returning a non-int is a
+    TypeError naming it), and only then find the cell. In a subprocess: on a defect the
+    compiled core writes freed memory."""
+    assert _run_isolated(pc, _CONVERSIONS).stdout.strip() == "ok"
