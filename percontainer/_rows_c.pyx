@@ -3,9 +3,11 @@
 """The compiled core's typed storage; _rows_py.py is the same in Python, and the reference.
 
 Taking, closing and releasing a row run no Python code but when the storage grows (a numpy
-allocation per column), so they are atomic under the GIL; growth is written so that a
-reentrant or concurrent call only finds some columns grown already. A snapshot copies the
-rows of one instant, in a span that runs no Python code.
+allocation per column), so they are atomic under the GIL. Anything that can run Python code
+(an allocation can run a finalizer or a gc callback, which can create containers and so grow
+the storage, or take and free rows) comes first; the state is then read again and changed in
+a span that runs none. So a nested or concurrent growth is seen, never overwritten or
+overrun, and a snapshot copies one instant.
 """
 
 cimport cython
@@ -16,13 +18,19 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._typed import (NARROW, ZEROS, Leases, Snapshot, TypedSpec, chunk_rows, chunk_start,
-                     make_view)
+from ._typed import NARROW, ZEROS, Leases, Snapshot, TypedSpec, make_view
 
 
 cdef inline Py_ssize_t _chunk_rows(Py_ssize_t k) noexcept:
     """Return how many rows chunk k holds, as _typed.chunk_rows() (no Python code)."""
     return FIRST_CHUNK_ROWS << (k if k < DOUBLINGS else DOUBLINGS)
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t k) noexcept:
+    """Return the first row of chunk k, as _typed.chunk_start() (no Python code)."""
+    if k <= DOUBLINGS:
+        return FIRST_CHUNK_ROWS * ((<Py_ssize_t>1 << k) - 1)
+    return GEOMETRIC_ROWS + ((k - DOUBLINGS) << MAX_CHUNK_SHIFT)
 
 
 @cython.final
@@ -34,33 +42,46 @@ cdef class Column:
         PyMem_Free(self.bases)
 
     cdef int grow_to(self, Py_ssize_t chunk_count) except -1:
-        """Make room for the rows of `chunk_count` chunks (zeroed)."""
-        cdef Py_ssize_t k, rows = chunk_start(chunk_count)
+        """Make room for the rows of `chunk_count` chunks (zeroed); return 1 if it allocated
+        (Python code may have run), 0 if the column was big enough (none ran).
+
+        The allocations can run Python code that grows this column meanwhile (a finalizer
+        creating containers): the new array and its address are made first, then the column
+        is read again and switched with no Python code between, copying what it holds then."""
+        cdef Py_ssize_t k, have, rows = _chunk_start(chunk_count)
+        cdef char* data
         cdef char** bases
         if self.kind != KIND_VIEW:
             if self.chunks and len(self.chunks[0]) >= rows:
                 return 0
             flat = np.zeros(rows, self.spec.dtype)
+            data = _data(flat)
             grown = [flat]
-            if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile (Python code ran)
-                return 0
-            if self.flat != NULL:  # copy and switch with no Python code between: no write
-                memcpy(_data(flat), self.flat, len(self.chunks[0]) * self.row_bytes)  # is lost
-            self.flat = _data(flat)
+            # From here on no Python code runs.
+            if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile
+                return 1
+            have = len(self.chunks[0]) if self.chunks else 0
+            if have:
+                memcpy(data, self.flat, have * self.row_bytes)  # no write is lost
+            self.flat = data
             self.chunks = grown
+            return 1
+        if len(self.chunks) >= chunk_count:
             return 0
         while len(self.chunks) < chunk_count:
             k = len(self.chunks)
-            chunk = np.zeros((chunk_rows(k),) + self.spec.shape, self.spec.dtype)
-            if len(self.chunks) != k:  # grown meanwhile (the allocation can run Python code)
+            chunk = np.zeros((_chunk_rows(k),) + self.spec.shape, self.spec.dtype)
+            data = _data(chunk)
+            # From here on no Python code runs.
+            if len(self.chunks) != k:  # a nested growth added chunk k: look again
                 continue
             bases = <char**>PyMem_Realloc(self.bases, (k + 1) * sizeof(char*))
             if bases == NULL:
                 raise MemoryError()
             self.bases = bases
-            self.bases[k] = _data(chunk)
+            self.bases[k] = data
             self.chunks.append(chunk)
-        return 0
+        return 1
 
     cdef int set_spec(self, object spec) except -1:
         """Take a spec of the same layout (a redeclaration's new default)."""
@@ -151,7 +172,10 @@ cdef dict _stores = {}  # group -> mask of the rows of live containers storing i
 
 
 cdef Column _add(Column column):
-    column.grow_to(_chunk_count)
+    """Register a new column, grown to the current size: the last grow_to() that found it big
+    enough ran no Python code, so no growth can come between it and the registration."""
+    while column.grow_to(_chunk_count):
+        pass
     _columns.append(column)
     return column
 
@@ -262,15 +286,23 @@ cdef int drop_column(Column column) except -1:
 
 
 cdef int _grow() except -1:
+    """Add a chunk's rows to every column. Passes until one finds every column grown: that
+    pass ran no Python code, so no column added or dropped meanwhile (by a finalizer) is
+    missed, and the capacity is raised in the same span."""
     global _chunk_count, _capacity
     cdef Py_ssize_t count = _chunk_count + 1
-    cdef Py_ssize_t i = 0
-    while i < len(_columns):  # re-read: a column declared meanwhile is grown too
-        (<Column>_columns[i]).grow_to(count)
-        i += 1
+    cdef Py_ssize_t i
+    cdef bint grew = True
+    while grew:
+        grew = False
+        i = 0
+        while i < len(_columns):  # re-read: the list can change while a column grows
+            if (<Column>_columns[i]).grow_to(count):
+                grew = True
+            i += 1
     if count > _chunk_count:
         _chunk_count = count
-        _capacity = chunk_start(count)
+        _capacity = _chunk_start(count)
     return 0
 
 

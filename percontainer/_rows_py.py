@@ -36,19 +36,37 @@ class Column:
         self.spec = spec
         self.wide = self.wide or _is_wide(spec, spec.default)
 
-    def grow_to(self, chunk_count: int) -> None:
-        """Make room for the rows of `chunk_count` chunks (zeroed)."""
+    def grow_to(self, chunk_count: int) -> bool:
+        """Make room for the rows of `chunk_count` chunks (zeroed); return True if it had to
+        (and so allocated: Python code may have run), False if the column was big enough.
+
+        Reentrant: an allocation can run a finalizer that creates containers, and so a nested
+        growth (the lock is reentrant). So everything is made first, then the column is looked
+        at again and switched only if no growth came meanwhile; else the work is redone."""
         shape, dtype = self.spec.shape, self.spec.dtype
         if self.spec.kind != VIEW:
             rows = chunk_start(chunk_count)
-            if not self.chunks or len(self.chunks[0]) < rows:
+            if self.chunks and len(self.chunks[0]) >= rows:
+                return False
+            while True:
+                had = self.chunks
+                if had and len(had[0]) >= rows:
+                    return True
                 flat = np.zeros(rows, dtype)
-                if self.chunks:
-                    flat[:len(self.chunks[0])] = self.chunks[0]
-                self.chunks = [flat]
-            return
+                if had:
+                    flat[:len(had[0])] = had[0]
+                grown = [flat]
+                if self.chunks is had:  # no growth meanwhile: nothing written is lost
+                    self.chunks = grown
+                    return True
+        if len(self.chunks) >= chunk_count:
+            return False
         while len(self.chunks) < chunk_count:
-            self.chunks.append(np.zeros((chunk_rows(len(self.chunks)), *shape), dtype))
+            k = len(self.chunks)
+            chunk = np.zeros((chunk_rows(k), *shape), dtype)
+            if len(self.chunks) == k:  # else a nested growth added chunk k: look again
+                self.chunks.append(chunk)
+        return True
 
     def _at(self, row: int) -> tuple[np.ndarray[Any, Any], int]:
         if self.spec.kind != VIEW:
@@ -126,7 +144,8 @@ class RowSpace:
         self.changes = 0  # counts rows taken, closed and freed: see snapshot()
 
     def _add(self, column: Column) -> Column:
-        column.grow_to(self.chunk_count)
+        while column.grow_to(self.chunk_count):  # until no growth came while it grew
+            pass
         self.columns.append(column)
         return column
 
@@ -179,11 +198,9 @@ class RowSpace:
             if self.free:
                 row = self.free.pop()
             else:
+                while self.top >= self._capacity():
+                    self._grow()
                 row = self.top
-                if row >= self._capacity():
-                    self.chunk_count += 1
-                    for column in self.columns:
-                        column.grow_to(self.chunk_count)
                 self.top += 1
             for column in self.columns:
                 if column.spec.default_bytes is not None and column.group not in shared:
@@ -198,6 +215,19 @@ class RowSpace:
     def _capacity(self) -> int:
         return chunk_start(self.chunk_count)
 
+    def _grow(self) -> None:
+        """Add a chunk's rows to every column, and only then count them: a finalizer run by an
+        allocation may take rows (nested here), add or drop a column. Passes until one finds
+        every column grown, which allocated nothing, so it ran no finalizer."""
+        count = self.chunk_count + 1
+        grew = True
+        while grew:
+            grew = False
+            i = 0
+            while i < len(self.columns):  # by index: the list can change meanwhile
+                grew = self.columns[i].grow_to(count) or grew
+                i += 1
+        self.chunk_count = max(self.chunk_count, count)
 
     def close(self, row: int, shared: frozenset[str]) -> None:
         """Take a closed container's row out of the live rows (its values stay until teardown)."""

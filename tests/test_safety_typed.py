@@ -273,3 +273,96 @@ def test_conversion_side_effects_never_write_a_stale_cell(pc: ModuleType) -> Non
     TypeError naming it), and only then find the cell. In a subprocess: on a defect the
     compiled core writes freed memory."""
     assert _run_isolated(pc, _CONVERSIONS).stdout.strip() == "ok"
+
+
+# -- 8. growth is re-entrant ----------------------------------------------------------------
+_GROWTH = """
+import gc, os, traceback
+import numpy as np
+
+def scenario(action, skip, offset):
+    '''Grow the storage with a gc callback that, at its `skip`th collection, creates enough
+    containers to grow it twice more (and drops or declares a variable): a finalizer's work
+    landing inside the growth. Return whether the callback ran.'''
+    doomed = [pc.PerContainer("doomed", dtype=np.int64, default=3)]
+    scalar = pc.PerContainer("scalar", dtype=np.int64)
+    array = pc.PerContainer("array", dtype=np.int64, shape=2)
+    late, made, armed, errors = [], [], [None], []
+
+    def new():
+        c = pc.Container()
+        with c:
+            scalar.set(c.id)
+            array.set([c.id, -c.id])
+        made.append(c)
+
+    def nested(phase, info):
+        if phase != "start" or armed[0] is None:
+            return
+        if armed[0]:
+            armed[0] -= 1
+            return
+        armed[0] = None
+        try:
+            if action == "drop":
+                doomed.clear()  # its column goes while the columns grow
+            elif action == "declare":
+                late.append(pc.PerContainer("late", dtype=np.int32, default=5))
+            for _ in range(130):  # from row 64 past row 192: two growths
+                new()
+        except BaseException as error:  # gc would only report it
+            errors.append(error)
+
+    while len(made) < 63:  # rows 0 (the host) to 63: the next container grows the storage
+        new()
+    gc.callbacks.append(nested)
+    gc.collect()
+    armed[0] = skip
+    gc.set_threshold(1)
+    junk = [[] for _ in range(offset)]  # shifts where the collections fall
+    new()
+    gc.set_threshold(700)
+    fired = armed[0] is None
+    armed[0] = None
+    assert not errors, errors
+    ids = [c.id for c in made]
+    assert scalar.sum() == sum(ids), (scalar.sum(), sum(ids))
+    assert len(scalar.values()) == len(made) + 1
+    assert all(scalar.of(c) == c.id for c in made)
+    assert array.sum().tolist() == [sum(ids), -sum(ids)]
+    assert all(array.of(c).tolist() == [c.id, -c.id] for c in made)
+    for var, value in [(v, 3) for v in doomed] + [(v, 5) for v in late]:
+        assert var.sum() == value * (len(made) + 1)
+        assert all(var.of(c) == value for c in made)
+    return fired
+
+results = {}
+for action in ("create", "declare", "drop"):
+    for skip in range(8):
+        for offset in range(2):
+            pid = os.fork()  # each scenario in a fresh state: the growth at row 64
+            if pid == 0:
+                try:
+                    code = 0 if scenario(action, skip, offset) else 3
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                os._exit(code)
+            results[action, skip, offset] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(results)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the scenarios run in forked children")
+@pytest.mark.enabled_only  # disabled, containers take no typed storage: nothing grows
+def test_growth_reentered_by_a_finalizer(pc: ModuleType) -> None:
+    """A gc callback (or __del__) that creates containers, declares or drops a variable while
+    the typed storage grows: every column ends the size of the storage, nothing written is
+    lost, no memory past an array is touched. In a subprocess: a defect corrupts the heap."""
+    run = _run_isolated(pc, _GROWTH)
+    results = eval(run.stdout.strip().splitlines()[-1])  # noqa: S307  # the dict printed
+    failed = {scenario: code for scenario, code in results.items() if code not in (0, 3)}
+    assert not failed, f"scenarios failed (1: an error, < 0: a signal): {failed}\n{run.stderr}"
+    for action in ("create", "declare", "drop"):
+        assert any(results[action, skip, offset] == 0 for skip in range(8) for offset in range(2)), \
+            f"no collection came during a growth for {action!r}: the test proves nothing"
