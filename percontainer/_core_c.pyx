@@ -11,6 +11,7 @@ rarely used fields in a side object, and the registry is a list threaded through
 """
 
 cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -21,7 +22,7 @@ from cpython.long cimport (
 )
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from percontainer._area cimport Area, area_free, area_get, area_next, area_slot, area_take
 from percontainer._rows_c cimport (
@@ -852,10 +853,6 @@ cdef extern from *:
 
 pc_box_init()
 
-# Array adds read, compute in numpy and write: the lock makes that atomic among threads.
-cdef object _array_add_lock = threading.RLock()
-
-
 cdef inline Container _owner(PerContainer var, Container c):
     """Return the container storing var's group for c (the current one, where none is shared)."""
     return c if c.direct else _storage(c, var.record.group)
@@ -1034,10 +1031,17 @@ cdef object _typed_add(PerContainer var, object delta):
                 _store_int(at, column.itemsize, new)
                 return pc_box_ll(new)
     # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
-    # still land in range (a uint64 brought down): Python ints, read and written apart.
-    result = column.spec.add(_read(column, cell(column, _open_owner(var, "add").area.row)), delta)
-    _write(column, _open_owner(var, "add"), result)
-    return result
+    # still land in range (a uint64 brought down): Python ints. spec.add runs Python code, so
+    # the result is written only if the copy is still the one read (else again): an add()
+    # from another thread meanwhile is not lost.
+    cdef Container owner
+    while True:
+        before = _read(column, cell(column, _open_owner(var, "add").area.row))
+        result = column.spec.add(before, delta)
+        owner = _open_owner(var, "add")
+        if _read(column, cell(column, owner.area.row)) == before:  # exact numbers: no Python
+            _write(column, owner, result)  # code from the read to the write
+            return result
 
 
 cdef object _float_add(PerContainer var, object delta):
@@ -1059,14 +1063,26 @@ cdef object _float_add(PerContainer var, object delta):
 
 
 cdef object _view_add(PerContainer var, object delta):
-    spec = var.column.spec
+    """Add to an array variable's copy: read its bytes, add in numpy, and write the sum back
+    only if the copy is still the one read (else again), by a memcpy that runs no Python code:
+    no concurrent set() or add() is lost, and a snapshot never sees half a write (numpy can
+    release the GIL while it writes a large array)."""
+    cdef Column column = var.column
+    cdef Container owner
+    cdef char* at
+    spec = column.spec
     if spec.dtype.names is not None or spec.dtype.kind == "b":
         spec.add_array(None, delta)  # raises TypeError: records and bools take set()
     step = spec.convert_array(delta)
-    with _array_add_lock:
-        view = _typed_view(var, _open_owner(var, "add"))
-        view[...] = spec.add_array(view, step)
-    return view
+    while True:
+        owner = _open_owner(var, "add")
+        before = PyBytes_FromStringAndSize(cell(column, owner.area.row), column.row_bytes)
+        after = spec.add_array(spec.from_bytes(before), step).tobytes()
+        owner = _open_owner(var, "add")
+        at = cell(column, owner.area.row)
+        if memcmp(at, <char*>before, column.row_bytes) == 0:
+            memcpy(at, <char*>after, column.row_bytes)
+            return _typed_view(var, owner)
 
 
 @cython.final

@@ -233,6 +233,10 @@ class TypedSpec:
             return self.convert_array(current + step)
         return self.convert_array(current.astype(object) + step.astype(object))
 
+    def from_bytes(self, raw: bytes) -> np.ndarray[Any, Any]:
+        """Return a row's bytes as a (read-only) array of the variable's dtype and shape."""
+        return np.frombuffer(raw, self.dtype).reshape(self.shape)
+
     def read(self, chunk: np.ndarray[Any, Any], index: int) -> Any:
         """Return a scalar copy as a Python int/float/bool."""
         return chunk.item(index)

@@ -366,3 +366,59 @@ def test_growth_reentered_by_a_finalizer(pc: ModuleType) -> None:
     for action in ("create", "declare", "drop"):
         assert any(results[action, skip, offset] == 0 for skip in range(8) for offset in range(2)), \
             f"no collection came during a growth for {action!r}: the test proves nothing"
+
+
+# -- add() is atomic on every path ---------------------------------------------------------------
+def test_add_beyond_64_bits_loses_no_concurrent_add(pc: ModuleType, new: New, name: str) -> None:
+    """A delta beyond int64 takes add()'s slow path (Python ints): another thread's add()
+    meanwhile is not overwritten."""
+    var = pc.PerContainer(name, dtype=np.uint64)
+    c = new()
+    rounds = 1000
+
+    def big() -> None:
+        with c:
+            for _ in range(rounds):
+                var.add(2**63)  # beyond int64: the slow path
+                var.add(-(2**63))
+
+    def small() -> None:
+        with c:
+            for _ in range(10 * rounds):
+                var.add(1)
+
+    with switch_often():
+        run_threads([big, small])
+    assert var.of(c) == 10 * rounds
+
+
+_TORN = """
+import numpy as np
+from _pc_helpers import run_threads, switch_often
+# Large enough that numpy may let other threads run while it copies a row.
+var = pc.PerContainer("big", dtype=np.float64, shape=200_000)
+c = pc.Container()
+
+def add():
+    with c:
+        for _ in range(150):
+            var.add(1)
+
+def reduce():
+    for _ in range(150):
+        total = var.sum()
+        assert (total == total[0]).all(), "a sum saw half an add"
+
+with switch_often():
+    run_threads([add, reduce])
+assert var.of(c).tolist() == [150.0] * 200_000
+c.close()
+print("ok")
+"""
+
+
+@pytest.mark.enabled_only
+def test_array_add_is_seen_whole(pc: ModuleType) -> None:
+    """A reduction racing an array add() sees the row before or after the add, never part
+    of it. In a subprocess: its rows are large, and a fresh process holds few."""
+    assert _run_isolated(pc, _TORN).stdout.strip() == "ok"
