@@ -612,12 +612,19 @@ class PerContainer(Generic[T]):
         if owner._area is None:
             raise ContainerClosedError(f"{self._record.name!r} {what} in closed {owner!r}")
 
-    def _typed_set(self, value: Any, what: str = "set") -> None:
+    def _typed_set(self, value: Any) -> None:
         column = self._column
         assert column is not None
         spec = column.spec
-        new = spec.convert(value) if spec.kind != VIEW else spec.convert_array(value)
-        with _lock:  # converted first: the user's __index__ runs outside the lock
+        # Converted first: the user's __index__ runs outside the lock, and only here.
+        self._typed_store(spec.convert(value) if spec.kind != VIEW else spec.convert_array(value),
+                          "set")
+
+    def _typed_store(self, new: Any, what: str) -> None:
+        """Store a converted value in the current container's storage."""
+        column = self._column
+        assert column is not None
+        with _lock:
             owner = _storage(current(), self._record.group)
             self._check_open(owner, what)
             column.write(owner._row, new)
@@ -634,9 +641,8 @@ class PerContainer(Generic[T]):
             owner = _storage(current(), self._record.group)
             self._check_open(owner, "add")
             if spec.kind != VIEW:
-                new = spec.add(column.read(owner._row), step)
-                column.write(owner._row, new)
-                return new
+                column.write(owner._row, spec.add(column.read(owner._row), step))
+                return column.read(owner._row)  # as stored: a float32 sum comes back rounded
             k, index = locate(owner._row)
             column.write(owner._row, spec.add_array(column.chunks[k][index], step))
         return self._typed_get(owner)
@@ -684,7 +690,9 @@ class PerContainer(Generic[T]):
     def reset(self) -> None:
         """Make the variable unset again in the current container (a typed one: its default)."""
         if self._column is not None:
-            return self._typed_set(self._column.spec.default, "reset")
+            default = self._column.spec.default  # converted already: stored as it is
+            return self._typed_store(default if self._column.spec.kind == VIEW else default.item(),
+                                     "reset")
         owner = _storage(current(), self._record.group)
         area = owner._area
         if area is None:

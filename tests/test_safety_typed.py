@@ -422,3 +422,23 @@ def test_array_add_is_seen_whole(pc: ModuleType) -> None:
     """A reduction racing an array add() sees the row before or after the add, never part
     of it. In a subprocess: its rows are large, and a fresh process holds few."""
     assert _run_isolated(pc, _TORN).stdout.strip() == "ok"
+
+
+# -- twin parity -----------------------------------------------------------------------------
+def test_reset_of_a_bool_restores_its_default(pc: ModuleType, new: New, name: str) -> None:
+    flag = pc.PerContainer(name, dtype=np.bool_, default=True)
+    plain = pc.PerContainer(f"{name}.plain", dtype=bool)
+    with new():
+        flag.set(False)
+        plain.set(True)
+        flag.reset()
+        plain.reset()
+        assert flag.get() is True and plain.get() is False
+
+
+def test_float32_add_returns_the_stored_value(pc: ModuleType, new: New, name: str) -> None:
+    var = pc.PerContainer(name, dtype=np.float32)
+    with new():
+        result = var.add(0.1)
+        assert result == float(np.float32(0.1)) == var.get()
+        assert var.add(0.2) == var.get() == float(np.float32(float(np.float32(0.1)) + 0.2))
