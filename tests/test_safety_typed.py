@@ -125,6 +125,7 @@ def test_array_reductions_racing_churn_see_one_state(pc: ModuleType, name: str) 
     assert var.sum().tolist() == [baseline, 2 * baseline]
 
 
+@pytest.mark.enabled_only  # disabled, items() lists the host alone
 def test_items_skip_containers_closed_meanwhile(pc: ModuleType, new: New, name: str) -> None:
     """items() leaves out a container closed between its listing and its read, as it does for
     object variables: here a gc callback closes one container per collection while items()
