@@ -12,6 +12,7 @@ rarely used fields in a side object, and the registry is a list threaded through
 """
 
 cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -22,14 +23,14 @@ from cpython.long cimport (
 )
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from percontainer._area cimport (
     NO_SLOT, Area, area_free, area_get, area_next, area_slot, area_take,
 )
 from percontainer._rows_c cimport (
     KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
-    drop_column, held_rows, ident_column, make_row_view, mask, release_row, take_row,
+    DATA_ONLY, WITH_IDENT, WITH_LIVE, drop_column, make_row_view, release_row, snapshot, take_row,
 )
 
 import contextvars
@@ -1154,10 +1155,6 @@ cdef extern from *:
 
 pc_box_init()
 
-# Array adds read, compute in numpy and write: the lock makes that atomic among threads.
-cdef object _array_add_lock = threading.RLock()
-
-
 cdef inline Container _owner(PerContainer var, Container c):
     """Return the container storing var's group for c (the current one, where none is shared)."""
     return c if c.direct else _storage(c, var.record.group)
@@ -1229,20 +1226,39 @@ cdef inline object _read(Column column, char* at):
 
 
 cdef int _write(Column column, Container owner, object value) except -1:
-    """Store a value the spec converted (so of the right type and in range) in owner's row."""
-    column.note(value)  # before `at`: it runs Python code
+    """Store a value the spec converted (an exact int, float or bool, in range) in owner's
+    row. It is made a C number first and only then is the cell's address taken and written,
+    with no Python code between (a conversion of anything but an exact number could run an
+    __index__ that grows the storage and moves the cell)."""
+    cdef double real = 0
+    cdef long long number = 0
+    cdef unsigned long long unsigned_number = 0
+    if column.kind == KIND_FLOAT:
+        if not PyFloat_CheckExact(value):
+            raise TypeError(f"internal: a converted float, not {type(value).__name__}")
+        real = PyFloat_AS_DOUBLE(value)
+    elif column.kind == KIND_BOOL:
+        if value is not True and value is not False:
+            raise TypeError(f"internal: a converted bool, not {type(value).__name__}")
+    elif not PyLong_CheckExact(value):
+        raise TypeError(f"internal: a converted int, not {type(value).__name__}")
+    elif column.kind == KIND_UINT and column.itemsize == 8:
+        unsigned_number = PyLong_AsUnsignedLongLong(value)  # an exact int: no Python code
+    else:
+        number = PyLong_AsLongLong(value)
+    column.note(value)  # an exact number compared: no Python code, but before `at` anyway
     cdef char* at = cell(column, owner.area.row)
     if column.kind == KIND_FLOAT:
         if column.itemsize == 8:
-            (<double*>at)[0] = PyFloat_AsDouble(value)
+            (<double*>at)[0] = real
         else:
-            (<float*>at)[0] = <float>PyFloat_AsDouble(value)
+            (<float*>at)[0] = <float>real
     elif column.kind == KIND_BOOL:
         at[0] = value is True
     elif column.kind == KIND_UINT and column.itemsize == 8:
-        (<uint64_t*>at)[0] = PyLong_AsUnsignedLongLong(value)
+        (<uint64_t*>at)[0] = unsigned_number
     else:
-        _store_int(at, column.itemsize, PyLong_AsLongLong(value))
+        _store_int(at, column.itemsize, number)
     return 0
 
 
@@ -1326,10 +1342,17 @@ cdef object _typed_add(PerContainer var, object delta):
                 _store_int(at, column.itemsize, new)
                 return pc_box_ll(new)
     # Out of range (the spec raises, storing nothing), or a delta beyond 64 bits that may
-    # still land in range (a uint64 brought down): Python ints, read and written apart.
-    result = column.spec.add(_read(column, cell(column, _open_owner(var, "add").area.row)), delta)
-    _write(column, _open_owner(var, "add"), result)
-    return result
+    # still land in range (a uint64 brought down): Python ints. spec.add runs Python code, so
+    # the result is written only if the copy is still the one read (else again): an add()
+    # from another thread meanwhile is not lost.
+    cdef Container owner
+    while True:
+        before = _read(column, cell(column, _open_owner(var, "add").area.row))
+        result = column.spec.add(before, delta)
+        owner = _open_owner(var, "add")
+        if _read(column, cell(column, owner.area.row)) == before:  # exact numbers: no Python
+            _write(column, owner, result)  # code from the read to the write
+            return result
 
 
 cdef object _float_add(PerContainer var, object delta):
@@ -1351,14 +1374,26 @@ cdef object _float_add(PerContainer var, object delta):
 
 
 cdef object _view_add(PerContainer var, object delta):
-    spec = var.column.spec
+    """Add to an array variable's copy: read its bytes, add in numpy, and write the sum back
+    only if the copy is still the one read (else again), by a memcpy that runs no Python code:
+    no concurrent set() or add() is lost, and a snapshot never sees half a write (numpy can
+    release the GIL while it writes a large array)."""
+    cdef Column column = var.column
+    cdef Container owner
+    cdef char* at
+    spec = column.spec
     if spec.dtype.names is not None or spec.dtype.kind == "b":
         spec.add_array(None, delta)  # raises TypeError: records and bools take set()
     step = spec.convert_array(delta)
-    with _array_add_lock:
-        view = _typed_view(var, _open_owner(var, "add"))
-        view[...] = spec.add_array(view, step)
-    return view
+    while True:
+        owner = _open_owner(var, "add")
+        before = PyBytes_FromStringAndSize(cell(column, owner.area.row), column.row_bytes)
+        after = spec.add_array(spec.from_bytes(before), step).tobytes()
+        owner = _open_owner(var, "add")
+        at = cell(column, owner.area.row)
+        if memcmp(at, <char*>before, column.row_bytes) == 0:
+            memcpy(at, <char*>after, column.row_bytes)
+            return _typed_view(var, owner)
 
 
 cdef object _object_add(PerContainer var, Container current, object delta):
@@ -1602,11 +1637,16 @@ cdef class PerContainer:
         """Return (container, value) for each live container whose own storage holds a value."""
         cdef PyObject* value
         _check_bound(self)
+        pairs = []
         if self.column is not None:
             group = self.record.group
-            return [(c, _typed_get(self, c)) for c in _snapshot(True)
-                    if _storage(<Container>c, group) is c]
-        pairs = []
+            for c in _snapshot(True):
+                if _storage(<Container>c, group) is c:
+                    try:
+                        pairs.append((c, _typed_get(self, <Container>c)))
+                    except ContainerClosedError:  # closed since the listing, as below
+                        pass
+            return pairs
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
@@ -1619,7 +1659,7 @@ cdef class PerContainer:
         cdef PyObject* value
         _check_bound(self)
         if self.column is not None:
-            return total(self.column, held_rows())
+            return total(snapshot(self.column, self.record.group, DATA_ONLY))
         result = 0
         for c in _snapshot(True):
             value = area_get(&(<Container>c).area, self.slot)
@@ -1630,19 +1670,19 @@ cdef class PerContainer:
 
     def values(self):
         """Return a typed variable's values, one row per live container storing it."""
-        return values(_typed_column(self, "values"), mask(self.record.group), ident_column())
+        return values(snapshot(_typed_column(self, "values"), self.record.group, WITH_IDENT))
 
     def min(self):
         """Return the least value over the live containers storing the typed variable."""
-        return minimum(_typed_column(self, "min"), mask(self.record.group))
+        return minimum(snapshot(_typed_column(self, "min"), self.record.group, WITH_LIVE))
 
     def max(self):
         """Return the greatest value over the live containers storing the typed variable."""
-        return maximum(_typed_column(self, "max"), mask(self.record.group))
+        return maximum(snapshot(_typed_column(self, "max"), self.record.group, WITH_LIVE))
 
     def mean(self):
         """Return the mean over the live containers storing the typed variable (a float)."""
-        return mean(_typed_column(self, "mean"), mask(self.record.group), held_rows())
+        return mean(snapshot(_typed_column(self, "mean"), self.record.group, WITH_LIVE))
 
 
 cdef int _bind(PerContainer var, _Record record) except -1:

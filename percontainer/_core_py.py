@@ -25,9 +25,9 @@ from ._checks import (check_callable, check_declaration, check_share, decorated_
 from ._config import DISABLED
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._flows import current_greenlet, cycle_error, green_event
-from ._rows_py import Column, RowSpace
-from ._typed import (BOOL, VIEW, TypedSpec, check_redeclaration, maximum, mean, locate, minimum,
-                     spec_for, total, values)
+from ._rows_py import DATA_ONLY, WITH_IDENT, WITH_LIVE, Column, RowSpace
+from ._typed import (BOOL, VIEW, Snapshot, TypedSpec, check_redeclaration, maximum, mean, locate,
+                     minimum, spec_for, total, values)
 
 __all__ = [
     "ENABLED",
@@ -940,12 +940,19 @@ class PerContainer(Generic[T]):
         if owner._area is None:
             raise ContainerClosedError(f"{self._record.name!r} {what} in closed {owner!r}")
 
-    def _typed_set(self, value: Any, what: str = "set") -> None:
+    def _typed_set(self, value: Any) -> None:
         column = self._column
         assert column is not None
         spec = column.spec
-        new = spec.convert(value) if spec.kind != VIEW else spec.convert_array(value)
-        with _lock:  # converted first: the user's __index__ runs outside the lock
+        # Converted first: the user's __index__ runs outside the lock, and only here.
+        self._typed_store(spec.convert(value) if spec.kind != VIEW else spec.convert_array(value),
+                          "set")
+
+    def _typed_store(self, new: Any, what: str) -> None:
+        """Store a converted value in the current container's storage."""
+        column = self._column
+        assert column is not None
+        with _lock:
             owner = _storage(current(), self._record.group)
             self._check_open(owner, what)
             column.write(owner._row, new)
@@ -962,9 +969,8 @@ class PerContainer(Generic[T]):
             owner = _storage(current(), self._record.group)
             self._check_open(owner, "add")
             if spec.kind != VIEW:
-                new = spec.add(column.read(owner._row), step)
-                column.write(owner._row, new)
-                return new
+                column.write(owner._row, spec.add(column.read(owner._row), step))
+                return column.read(owner._row)  # as stored: a float32 sum comes back rounded
             k, index = locate(owner._row)
             column.write(owner._row, spec.add_array(column.chunks[k][index], step))
         return self._typed_get(owner)
@@ -1021,7 +1027,9 @@ class PerContainer(Generic[T]):
     def reset(self) -> None:
         """Make the variable unset again in the current container (a typed one: its default)."""
         if self._column is not None:
-            return self._typed_set(self._column.spec.default, "reset")
+            default = self._column.spec.default  # converted already: stored as it is
+            return self._typed_store(default if self._column.spec.kind == VIEW else default.item(),
+                                     "reset")
         owner = _storage(current(), self._record.group)
         area = owner._area
         if area is None:
@@ -1034,7 +1042,14 @@ class PerContainer(Generic[T]):
         self._check_bound()
         if self._column is not None:
             group = self._record.group
-            return [(c, self._typed_get(c)) for c in containers() if _storage(c, group) is c]
+            typed = []
+            for container in containers():
+                if _storage(container, group) is container:
+                    try:
+                        typed.append((container, self._typed_get(container)))
+                    except ContainerClosedError:  # closed since the listing, as above
+                        continue
+            return typed
         slot = self._slot
         pairs = []
         for container in containers():
@@ -1046,8 +1061,7 @@ class PerContainer(Generic[T]):
     def sum(self) -> Any:
         """Return the total of the values over all live containers (0 if none is set)."""
         if self._column is not None:
-            with _lock:
-                return total(self._column, _rows.held_rows())
+            return total(self._snapshot(self._column, DATA_ONLY))
         result: Any = 0
         for _, value in self.items():
             result = result + value
@@ -1055,27 +1069,25 @@ class PerContainer(Generic[T]):
 
     def values(self) -> np.ndarray[Any, Any]:
         """Return a typed variable's values, one row per live container storing it."""
-        column = self._typed_column("values")
-        with _lock:
-            return values(column, _rows.mask(self._record.group), _rows.ident)
+        return values(self._snapshot(self._typed_column("values"), WITH_IDENT))
 
     def min(self) -> Any:
         """Return the least value over the live containers storing the typed variable."""
-        column = self._typed_column("min")
-        with _lock:
-            return minimum(column, _rows.mask(self._record.group))
+        return minimum(self._snapshot(self._typed_column("min"), WITH_LIVE))
 
     def max(self) -> Any:
         """Return the greatest value over the live containers storing the typed variable."""
-        column = self._typed_column("max")
-        with _lock:
-            return maximum(column, _rows.mask(self._record.group))
+        return maximum(self._snapshot(self._typed_column("max"), WITH_LIVE))
 
     def mean(self) -> Any:
         """Return the mean over the live containers storing the typed variable (a float)."""
-        column = self._typed_column("mean")
+        return mean(self._snapshot(self._typed_column("mean"), WITH_LIVE))
+
+    def _snapshot(self, column: Column, masks: int) -> Snapshot:
+        """Copy the rows a reduction reads at one instant (no typed write under the lock);
+        numpy then reduces the copy while other threads go on."""
         with _lock:
-            return mean(column, _rows.mask(self._record.group), _rows.held_rows())
+            return _rows.snapshot(column, self._record.group, masks)
 
 
 def _variable_named(name: str) -> PerContainer[Any]:

@@ -70,6 +70,12 @@ cdef int release_row(int row) except -1
 cdef Column add_column(object spec, str group)
 cdef int drop_column(Column column) except -1
 cdef Column mask(str group)
-cdef Column ident_column()
-cdef list held_rows()
+cdef enum:
+    # What snapshot() copies besides the column and the held rows.
+    DATA_ONLY = 0
+    WITH_LIVE = 1  # the mask of the rows of live containers storing the group
+    WITH_IDENT = 2  # that mask and the container ids
+
+
+cdef object snapshot(Column column, str group, int masks)
 cdef object make_row_view(Column column, int row)

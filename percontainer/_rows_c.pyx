@@ -4,8 +4,11 @@
 """The compiled core's typed storage; _rows_py.py is the same in Python, and the reference.
 
 Taking, closing and releasing a row run no Python code but when the storage grows (a numpy
-allocation per column), so they are atomic under the GIL; growth is written so that a
-reentrant or concurrent call only finds some columns grown already.
+allocation per column), so they are atomic under the GIL. Anything that can run Python code
+(an allocation can run a finalizer or a gc callback, which can create containers and so grow
+the storage, or take and free rows) comes first; the state is then read again and changed in
+a span that runs none. So a nested or concurrent growth is seen, never overwritten or
+overrun, and a snapshot copies one instant.
 """
 
 cimport cython
@@ -16,8 +19,19 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from ._typed import (NARROW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start, make_view,
-                     pieces)
+from ._typed import NARROW, ZEROS, Leases, Snapshot, TypedSpec, make_view
+
+
+cdef inline Py_ssize_t _chunk_rows(Py_ssize_t k) noexcept:
+    """Return how many rows chunk k holds, as _typed.chunk_rows() (no Python code)."""
+    return FIRST_CHUNK_ROWS << (k if k < DOUBLINGS else DOUBLINGS)
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t k) noexcept:
+    """Return the first row of chunk k, as _typed.chunk_start() (no Python code)."""
+    if k <= DOUBLINGS:
+        return FIRST_CHUNK_ROWS * ((<Py_ssize_t>1 << k) - 1)
+    return GEOMETRIC_ROWS + ((k - DOUBLINGS) << MAX_CHUNK_SHIFT)
 
 
 @cython.final
@@ -29,33 +43,46 @@ cdef class Column:
         PyMem_Free(self.bases)
 
     cdef int grow_to(self, Py_ssize_t chunk_count) except -1:
-        """Make room for the rows of `chunk_count` chunks (zeroed)."""
-        cdef Py_ssize_t k, rows = chunk_start(chunk_count)
+        """Make room for the rows of `chunk_count` chunks (zeroed); return 1 if it allocated
+        (Python code may have run), 0 if the column was big enough (none ran).
+
+        The allocations can run Python code that grows this column meanwhile (a finalizer
+        creating containers): the new array and its address are made first, then the column
+        is read again and switched with no Python code between, copying what it holds then."""
+        cdef Py_ssize_t k, have, rows = _chunk_start(chunk_count)
+        cdef char* data
         cdef char** bases
         if self.kind != KIND_VIEW:
             if self.chunks and len(self.chunks[0]) >= rows:
                 return 0
             flat = np.zeros(rows, self.spec.dtype)
+            data = _data(flat)
             grown = [flat]
-            if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile (Python code ran)
-                return 0
-            if self.flat != NULL:  # copy and switch with no Python code between: no write
-                memcpy(_data(flat), self.flat, len(self.chunks[0]) * self.row_bytes)  # is lost
-            self.flat = _data(flat)
+            # From here on no Python code runs.
+            if self.chunks and len(self.chunks[0]) >= rows:  # grown meanwhile
+                return 1
+            have = len(self.chunks[0]) if self.chunks else 0
+            if have:
+                memcpy(data, self.flat, have * self.row_bytes)  # no write is lost
+            self.flat = data
             self.chunks = grown
+            return 1
+        if len(self.chunks) >= chunk_count:
             return 0
         while len(self.chunks) < chunk_count:
             k = len(self.chunks)
-            chunk = np.zeros((chunk_rows(k),) + self.spec.shape, self.spec.dtype)
-            if len(self.chunks) != k:  # grown meanwhile (the allocation can run Python code)
+            chunk = np.zeros((_chunk_rows(k),) + self.spec.shape, self.spec.dtype)
+            data = _data(chunk)
+            # From here on no Python code runs.
+            if len(self.chunks) != k:  # a nested growth added chunk k: look again
                 continue
             bases = <char**>PyMem_Realloc(self.bases, (k + 1) * sizeof(char*))
             if bases == NULL:
                 raise MemoryError()
             self.bases = bases
-            self.bases[k] = _data(chunk)
+            self.bases[k] = data
             self.chunks.append(chunk)
-        return 0
+        return 1
 
     cdef int set_spec(self, object spec) except -1:
         """Take a spec of the same layout (a redeclaration's new default)."""
@@ -91,6 +118,8 @@ cdef class Column:
 
 
 cdef inline char* _data(object array) except NULL:
+    """Return a numpy array's data address. Runs Python code (it builds a dict): take it
+    before a span that must run none."""
     return <char*>PyLong_AsVoidPtr(array.__array_interface__["data"][0])
 
 
@@ -144,7 +173,10 @@ cdef dict _stores = {}  # group -> mask of the rows of live containers storing i
 
 
 cdef Column _add(Column column):
-    column.grow_to(_chunk_count)
+    """Register a new column, grown to the current size: the last grow_to() that found it big
+    enough ran no Python code, so no growth can come between it and the registration."""
+    while column.grow_to(_chunk_count):
+        pass
     _columns.append(column)
     return column
 
@@ -158,13 +190,16 @@ cdef Column _ident = _add(_new_column(TypedSpec(np.uint64, (), ZEROS), ""))  # i
 
 
 def _reuse(int row):
-    """A torn-down row's last view died: zero it again (the view may have written) and reuse."""
+    """A torn-down row's last view died: zero it again (the view may have written) and reuse;
+    in one span that runs no Python code, so a snapshot finds it held or free, not both."""
+    _waiting.discard(row)
     _zero(row)
     rows_push(&_free, row)
 
 
 cdef object _leases = Leases(_reuse)
 cdef dict _lease_refs = _leases.refs  # row -> its live views
+cdef set _waiting = _leases.waiting  # torn-down rows that live views still reach
 
 
 cdef Column mask(str group):
@@ -173,22 +208,72 @@ cdef Column mask(str group):
     return _live if found is None else <Column>found
 
 
-cdef Column ident_column():
-    return _ident
+cdef object snapshot(Column column, str group, int masks):
+    """Return a _typed.Snapshot: copies of column's rows and the held rows (and, as `masks`
+    asks, of the mask of group's storing containers and the ids) of one instant.
 
-
-cdef list held_rows():
-    """Rows that hold data but no live container: see _typed.total()."""
-    return [_closed.rows[i] for i in range(_closed.count)] + list(_leases.waiting)
+    The arrays are allocated first (that can run Python code, which can take and free rows);
+    the copies are then made in one span that runs none, if the row counts are still those
+    allocated for (else again). So a reduction sees every copy before or after a write, and
+    numpy reduces the copies while other threads go on."""
+    cdef Py_ssize_t rows, held_count, i, k, start, length
+    cdef Py_ssize_t* held_at
+    cdef char* data_at
+    cdef char* live_at = NULL
+    cdef char* ident_at = NULL
+    cdef Column stores
+    live = ident = None
+    while True:
+        rows = _top
+        held_count = _closed.count + len(_waiting)
+        data = np.empty((rows,) + column.spec.shape, column.spec.dtype)
+        held = np.empty(held_count, np.intp)
+        data_at = _data(data)
+        held_at = <Py_ssize_t*>_data(held)
+        if masks >= WITH_LIVE:
+            live = np.empty(rows, np.bool_)
+            live_at = _data(live)
+        if masks == WITH_IDENT:
+            ident = np.empty(rows, np.uint64)
+            ident_at = _data(ident)
+        # From here on no Python code runs.
+        if _top != rows or _closed.count + len(_waiting) != held_count:
+            continue
+        if column.kind != KIND_VIEW:
+            memcpy(data_at, column.flat, rows * column.row_bytes)
+        else:
+            k = start = 0
+            while start < rows:
+                length = min(_chunk_rows(k), rows - start)
+                memcpy(data_at + start * column.row_bytes, column.bases[k],
+                       length * column.row_bytes)
+                start += length
+                k += 1
+        for i in range(_closed.count):
+            held_at[i] = _closed.rows[i]
+        i = _closed.count
+        for row in _waiting:
+            held_at[i] = row
+            i += 1
+        if masks >= WITH_LIVE:
+            stores = mask(group)
+            memcpy(live_at, stores.flat, rows)
+        if masks == WITH_IDENT:
+            memcpy(ident_at, _ident.flat, rows * sizeof(uint64_t))
+        return Snapshot(column.spec, column.wide, data, held, live, ident)
 
 
 cdef Column add_column(object spec, str group):
     """Make a typed variable's column, at its default in every container storing it."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, row
     cdef Column column = _add(_new_column(spec, group))
+    cdef Column stores
+    # From _add() on no Python code runs: the default goes to exactly the rows storing it now.
     if column.fill is not None:
-        for chunk, selected in pieces(column, mask(group)):
-            chunk[selected] = spec.default
+        stores = mask(group)
+        for row in range(_top):
+            if stores.flat[row]:
+                memcpy(cell(column, row), <char*>column.fill, column.row_bytes)
         for i in range(_closed.count):  # closed, not torn down: still read by those inside
             if group not in _closed_shared.get(_closed.rows[i], ()):
                 memcpy(cell(column, _closed.rows[i]), <char*>column.fill, column.row_bytes)
@@ -202,15 +287,23 @@ cdef int drop_column(Column column) except -1:
 
 
 cdef int _grow() except -1:
+    """Add a chunk's rows to every column. Passes until one finds every column grown: that
+    pass ran no Python code, so no column added or dropped meanwhile (by a finalizer) is
+    missed, and the capacity is raised in the same span."""
     global _chunk_count, _capacity
     cdef Py_ssize_t count = _chunk_count + 1
-    cdef Py_ssize_t i = 0
-    while i < len(_columns):  # re-read: a column declared meanwhile is grown too
-        (<Column>_columns[i]).grow_to(count)
-        i += 1
+    cdef Py_ssize_t i
+    cdef bint grew = True
+    while grew:
+        grew = False
+        i = 0
+        while i < len(_columns):  # re-read: the list can change while a column grows
+            if (<Column>_columns[i]).grow_to(count):
+                grew = True
+            i += 1
     if count > _chunk_count:
         _chunk_count = count
-        _capacity = chunk_start(count)
+        _capacity = _chunk_start(count)
     return 0
 
 
@@ -222,12 +315,11 @@ cdef int take_row(uint64_t ident, frozenset shared) except -1:
     if shared:
         for group in shared:
             if group not in _stores:  # from now on this group has its own mask
-                new_mask = _new_mask()
-                for chunk, live in zip(new_mask.chunks, _live.chunks):
-                    chunk[:] = live
-                if group in _stores:  # made meanwhile (the allocation can run Python code)
+                new_mask = _new_mask()  # can run Python code
+                if group in _stores:  # made meanwhile
                     _columns.remove(new_mask)
-                else:
+                else:  # no Python code since _new_mask(): the live rows copied are current
+                    memcpy(new_mask.flat, _live.flat, _top)
                     _stores[group] = new_mask
     # From here on no Python code runs but in _grow(), after which the state is read anew.
     if _free.count:
@@ -267,7 +359,7 @@ cdef int release_row(int row) except -1:
         _closed_shared.pop(row, None)
     _zero(row)
     if _lease_refs and row in _lease_refs:
-        _leases.waiting.add(row)
+        _waiting.add(row)
     else:
         rows_push(&_free, row)
     return 0

@@ -9,8 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from ._typed import (INT, NARROW, UINT, VIEW, ZEROS, Leases, TypedSpec, chunk_rows, chunk_start,
-                     locate, make_view, pieces)
+from ._typed import (INT, NARROW, UINT, VIEW, ZEROS, Leases, Snapshot, TypedSpec, chunk_rows,
+                     chunk_start, locate, make_view, pieces)
+
+
+# What RowSpace.snapshot() copies besides the column and the held rows.
+DATA_ONLY = 0
+WITH_LIVE = 1  # the mask of the rows of live containers storing the group
+WITH_IDENT = 2  # that mask and the container ids
 
 
 class Column:
@@ -30,19 +36,37 @@ class Column:
         self.spec = spec
         self.wide = self.wide or _is_wide(spec, spec.default)
 
-    def grow_to(self, chunk_count: int) -> None:
-        """Make room for the rows of `chunk_count` chunks (zeroed)."""
+    def grow_to(self, chunk_count: int) -> bool:
+        """Make room for the rows of `chunk_count` chunks (zeroed); return True if it had to
+        (and so allocated: Python code may have run), False if the column was big enough.
+
+        Reentrant: an allocation can run a finalizer that creates containers, and so a nested
+        growth (the lock is reentrant). So everything is made first, then the column is looked
+        at again and switched only if no growth came meanwhile; else the work is redone."""
         shape, dtype = self.spec.shape, self.spec.dtype
         if self.spec.kind != VIEW:
             rows = chunk_start(chunk_count)
-            if not self.chunks or len(self.chunks[0]) < rows:
+            if self.chunks and len(self.chunks[0]) >= rows:
+                return False
+            while True:
+                had = self.chunks
+                if had and len(had[0]) >= rows:
+                    return True
                 flat = np.zeros(rows, dtype)
-                if self.chunks:
-                    flat[:len(self.chunks[0])] = self.chunks[0]
-                self.chunks = [flat]
-            return
+                if had:
+                    flat[:len(had[0])] = had[0]
+                grown = [flat]
+                if self.chunks is had:  # no growth meanwhile: nothing written is lost
+                    self.chunks = grown
+                    return True
+        if len(self.chunks) >= chunk_count:
+            return False
         while len(self.chunks) < chunk_count:
-            self.chunks.append(np.zeros((chunk_rows(len(self.chunks)), *shape), dtype))
+            k = len(self.chunks)
+            chunk = np.zeros((chunk_rows(k), *shape), dtype)
+            if len(self.chunks) == k:  # else a nested growth added chunk k: look again
+                self.chunks.append(chunk)
+        return True
 
     def _at(self, row: int) -> tuple[np.ndarray[Any, Any], int]:
         if self.spec.kind != VIEW:
@@ -66,6 +90,20 @@ class Column:
         """Zero a row."""
         chunk, index = self._at(row)
         chunk[index] = np.zeros((), self.spec.dtype)
+
+    def copy_rows(self, rows: int) -> np.ndarray[Any, Any]:
+        """Return a copy of the first `rows` rows' copies, shape (rows, *shape)."""
+        if self.spec.kind != VIEW:
+            return self.chunks[0][:rows].copy()
+        parts, left = [], rows
+        for chunk in self.chunks:
+            if left <= 0:
+                break
+            parts.append(chunk[:left])
+            left -= len(parts[-1])
+        if not parts:
+            return np.zeros((0, *self.spec.shape), self.spec.dtype)
+        return np.concatenate(parts)
 
     def fill(self, rows: Iterable[int] | Column) -> None:
         """Write the default into the given rows, or into the rows a mask column selects."""
@@ -103,9 +141,11 @@ class RowSpace:
         self.free: list[int] = []  # zeroed rows to reuse, last freed first
         self.closed: dict[int, frozenset[str]] = {}  # closed, not torn down: row -> shared
         self.leases = Leases(self._reuse)
+        self.changes = 0  # counts rows taken, closed and freed: see snapshot()
 
     def _add(self, column: Column) -> Column:
-        column.grow_to(self.chunk_count)
+        while column.grow_to(self.chunk_count):  # until no growth came while it grew
+            pass
         self.columns.append(column)
         return column
 
@@ -113,9 +153,23 @@ class RowSpace:
         """Return the mask of rows whose live container stores `group` itself."""
         return self.stores.get(group, self.live)
 
-    def held_rows(self) -> list[int]:
-        """Rows that hold data but no live container: see _typed.total()."""
-        return [*self.closed, *self.leases.waiting]
+    def snapshot(self, column: Column, group: str, masks: int) -> Snapshot:
+        """Return copies of column's rows and the held rows (and, as `masks` asks, of the mask
+        of group's storing containers and the ids), all of one instant: see _typed.Snapshot.
+
+        The caller holds the core's lock (no typed write meanwhile); a finalizer run by an
+        allocation here can still take or free rows (the locks are reentrant), so the copies
+        are made again until no row changed hands while they were made."""
+        with self.lock:
+            while True:
+                changes = self.changes
+                rows = self.top
+                data = column.copy_rows(rows)
+                held = np.array([*self.closed, *self.leases.waiting], dtype=np.intp)
+                live = self.mask(group).chunks[0][:rows].copy() if masks >= WITH_LIVE else None
+                ident = self.ident.chunks[0][:rows].copy() if masks == WITH_IDENT else None
+                if self.changes == changes:
+                    return Snapshot(column.spec, column.wide, data, held, live, ident)
 
     # -- columns ----------------------------------------------------------------------------
     def add_column(self, spec: TypedSpec, group: str) -> Column:
@@ -144,11 +198,9 @@ class RowSpace:
             if self.free:
                 row = self.free.pop()
             else:
+                while self.top >= self._capacity():
+                    self._grow()
                 row = self.top
-                if row >= self._capacity():
-                    self.chunk_count += 1
-                    for column in self.columns:
-                        column.grow_to(self.chunk_count)
                 self.top += 1
             for column in self.columns:
                 if column.spec.default_bytes is not None and column.group not in shared:
@@ -157,10 +209,25 @@ class RowSpace:
             self.ident.write(row, ident)
             for group, mask in self.stores.items():
                 mask.write(row, group not in shared)
+            self.changes += 1
             return row
 
     def _capacity(self) -> int:
         return chunk_start(self.chunk_count)
+
+    def _grow(self) -> None:
+        """Add a chunk's rows to every column, and only then count them: a finalizer run by an
+        allocation may take rows (nested here), add or drop a column. Passes until one finds
+        every column grown, which allocated nothing, so it ran no finalizer."""
+        count = self.chunk_count + 1
+        grew = True
+        while grew:
+            grew = False
+            i = 0
+            while i < len(self.columns):  # by index: the list can change meanwhile
+                grew = self.columns[i].grow_to(count) or grew
+                i += 1
+        self.chunk_count = max(self.chunk_count, count)
 
     def close(self, row: int, shared: frozenset[str]) -> None:
         """Take a closed container's row out of the live rows (its values stay until teardown)."""
@@ -169,6 +236,7 @@ class RowSpace:
             for mask in self.stores.values():
                 mask.clear(row)
             self.closed[row] = shared
+            self.changes += 1
 
     def release(self, row: int) -> None:
         """Zero a torn-down container's row; reuse it once no view of it is left."""
@@ -177,11 +245,14 @@ class RowSpace:
             self._zero(row)
             if self.leases.retire(row):
                 self.free.append(row)
+            self.changes += 1
 
     def _reuse(self, row: int) -> None:
         with self.lock:
+            self.leases.waiting.discard(row)
             self._zero(row)  # a stale view may have written into it meanwhile
             self.free.append(row)
+            self.changes += 1
 
     def _zero(self, row: int) -> None:
         for column in self.columns:

@@ -16,23 +16,28 @@ kernel's percpu_counter sum, without a loop over containers).
 
 Invariant the fast sum relies on: a row that is not in use by a live container that stores
 the column's group is all zeros, except the rows of closed containers not yet torn down and
-rows a stale view still reaches; the cores list those rows (`held_rows`) and the sum subtracts
-them.
+rows a stale view still reaches (the *held* rows), which the sum leaves out.
+
+Reductions read a Snapshot: the cores copy a column's rows, the row masks and the held rows at
+one instant (the compiled core in a span of C that runs no Python code, the twin under its
+locks), so a reduction sees every container's copy before or after a write, never rows torn
+down or reused halfway through, and other threads go on writing while numpy reduces.
 """
 
 from __future__ import annotations
 
+import operator
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 __all__ = [
     "BOOL", "FLOAT", "INT", "UINT", "VIEW", "FIRST_CHUNK_ROWS", "MAX_CHUNK_ROWS", "Leases",
-    "NARROW", "TypedSpec", "check_redeclaration", "chunk_rows", "chunk_start", "locate", "make_view", "maximum", "mean",
-    "minimum", "pieces", "spec_for", "total", "values",
+    "NARROW", "Snapshot", "TypedSpec", "check_redeclaration", "chunk_rows", "chunk_start", "locate",
+    "make_view", "maximum", "mean", "minimum", "pieces", "spec_for", "total", "values",
 ]
 
 # What get() returns: a Python scalar of the kind, or (VIEW) a numpy view of the copy.
@@ -160,19 +165,20 @@ class TypedSpec:
         return self.convert(current + self.convert_delta(delta))
 
     def convert_delta(self, value: object) -> Any:
-        """Return value as a Python number of the variable's kind (no range check), or raise."""
+        """Return value as an exact Python int or float of the variable's kind (no range
+        check), or raise. The compiled core stores the result with no Python code between
+        taking the cell's address and writing it, so the result must be exact: an int-like's
+        __index__ (or __float__) runs here once, never again at the store."""
         if self.kind == FLOAT:
             if isinstance(value, (str, bytes, bytearray)) or not (
                     hasattr(type(value), "__float__") or hasattr(type(value), "__index__")):
                 raise TypeError(
                     f"a {self.dtype} variable takes a real number, not {type(value).__name__}")
-            return float(value)  # type: ignore[arg-type]  # checked just above
-        try:
-            return value.__index__()  # type: ignore[attr-defined]  # int-likes only
-        except AttributeError:
-            raise TypeError(
-                f"a {self.dtype} variable takes an int, not {type(value).__name__}"
-            ) from None
+            return float(value)  # type: ignore[arg-type]  # checked; float() returns a float
+        if not hasattr(type(value), "__index__"):
+            raise TypeError(f"a {self.dtype} variable takes an int, not {type(value).__name__}")
+        # An exact int, or TypeError if __index__ returns anything else.
+        return operator.index(value)  # type: ignore[arg-type]  # checked: it has __index__
 
     # -- arrays and records ---------------------------------------------------------------------
     def convert_array(self, value: object) -> np.ndarray[Any, Any]:
@@ -208,10 +214,15 @@ class TypedSpec:
 
     def _broadcast(self, result: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         try:
-            return np.broadcast_to(result, self.shape).copy()
+            source = np.broadcast_to(result, self.shape)
         except ValueError:
             raise ValueError(
                 f"a value of shape {result.shape} does not fit shape {self.shape}") from None
+        # Into zeros, field by field: a record dtype's gaps (offsets, align=True) stay zero
+        # instead of carrying whatever heap bytes np.array left there into a tenant's row.
+        value = np.zeros(self.shape, self.dtype)
+        value[...] = source
+        return value
 
     def add_array(self, current: np.ndarray[Any, Any], delta: object) -> np.ndarray[Any, Any]:
         """Return current + delta as a new array, checked as convert_array() checks a value."""
@@ -221,6 +232,10 @@ class TypedSpec:
         if self.dtype.kind == "f":
             return self.convert_array(current + step)
         return self.convert_array(current.astype(object) + step.astype(object))
+
+    def from_bytes(self, raw: bytes) -> np.ndarray[Any, Any]:
+        """Return a row's bytes as a (read-only) array of the variable's dtype and shape."""
+        return np.frombuffer(raw, self.dtype).reshape(self.shape)
 
     def read(self, chunk: np.ndarray[Any, Any], index: int) -> Any:
         """Return a scalar copy as a Python int/float/bool."""
@@ -282,6 +297,8 @@ class Leases:
     def __init__(self, release: Callable[[int], None]) -> None:
         self.refs: dict[int, dict[int, weakref.ref[Any]]] = {}  # row -> id(ref) -> ref
         self.waiting: set[int] = set()  # torn down, waiting for their views to die
+        # release(row) takes the row out of `waiting` and frees it in one step (no Python code
+        # or under the lock between): a snapshot must never find it in neither or in both.
         self._release = release
 
     def add(self, row: int, lease: np.ndarray[Any, Any]) -> None:
@@ -304,14 +321,10 @@ class Leases:
         if not refs:
             del self.refs[row]
             if row in self.waiting:
-                self.waiting.discard(row)
                 self._release(row)
 
 
 # -- across containers ---------------------------------------------------------------------------
-# A scalar column (and every mask) is one flat array, so reducing it is one numpy call; an
-# array column is chunks, each reduced against the matching slice of the flat mask.
-
 def pieces(column: Column, *flats: Column) -> list[tuple[np.ndarray[Any, Any], ...]]:
     """Return (chunk, the same rows of each flat column) for each of column's chunks.
 
@@ -328,27 +341,35 @@ def pieces(column: Column, *flats: Column) -> list[tuple[np.ndarray[Any, Any], .
     return pieces
 
 
-def _row_copy(column: Column, row: int) -> Any:
-    if column.spec.kind != VIEW:
-        return column.chunks[0][row]
-    k, index = locate(row)
-    return column.chunks[k][index]
+class Snapshot(NamedTuple):
+    """A typed variable's copies, taken at one instant with the row masks: what reductions read.
+
+    Rows are those ever taken (the rest are zero and no container's); `data` is a private copy,
+    so a reduction may change it."""
+
+    spec: TypedSpec
+    wide: bool  # the column's `wide` then (see NARROW)
+    data: np.ndarray[Any, Any]  # row -> its copy, shape (rows, *spec.shape)
+    held: np.ndarray[Any, Any]  # rows that hold data but no live container (see total())
+    live: np.ndarray[Any, Any] | None  # row -> a live container storing the variable has it
+    ident: np.ndarray[Any, Any] | None  # row -> its container's id, for values()' order
 
 
-def values(column: Column, mask: Column, ident: Column) -> np.ndarray[Any, Any]:
-    """Return a copy of the rows mask selects, ordered by the container id `ident` holds."""
-    picked, ids = [], []
-    for chunk, live, idents in pieces(column, mask, ident):
-        picked.append(chunk[live])
-        ids.append(idents[live])
-    if not picked:
-        return np.zeros((0, *column.spec.shape), column.spec.dtype)
-    order = np.argsort(np.concatenate(ids), kind="stable")
-    return np.concatenate(picked)[order]
+def _live(snapshot: Snapshot) -> np.ndarray[Any, Any]:
+    assert snapshot.live is not None, "the snapshot was taken without the masks"
+    return snapshot.live
 
 
-def _no_records(column: Column, what: str) -> TypedSpec:
-    spec = column.spec
+def values(snapshot: Snapshot) -> np.ndarray[Any, Any]:
+    """Return the copies of live storing containers' rows, ordered by container id."""
+    live = _live(snapshot)
+    assert snapshot.ident is not None
+    order = np.argsort(snapshot.ident[live], kind="stable")
+    picked: np.ndarray[Any, Any] = snapshot.data[live][order]
+    return picked
+
+
+def _no_records(spec: TypedSpec, what: str) -> TypedSpec:
     if spec.dtype.names is not None:
         raise TypeError(f"{what}() reduces numbers; for a {spec.dtype} record variable, "
                         f"reduce a field of values(), e.g. values()[{spec.dtype.names[0]!r}]")
@@ -367,47 +388,43 @@ NARROW = 1 << 40
 _NARROW_ROWS = 1 << 22
 
 
-def total(column: Column, held_rows: Sequence[int]) -> Any:
+def total(snapshot: Snapshot) -> Any:
     """Return the sum over the rows in use by storing containers: exact for ints (a Python
     int, or an object array for an array variable), float64 for floats.
 
-    Every other row is zero but `held_rows` (closed containers not torn down yet, rows stale
-    views reach), whose values are taken back out: a plain numpy sum, no mask."""
-    spec = _no_records(column, "sum")
+    Every other row is zero but the held rows (closed containers not torn down yet, rows stale
+    views reach), zeroed in the snapshot's copy first: a plain numpy sum, no mask."""
+    spec = _no_records(snapshot.spec, "sum")
     kind = spec.dtype.kind
-    chunks = list(column.chunks)
+    data = snapshot.data
+    data[snapshot.held] = 0
     accumulator = {"b": np.int64, "i": np.int64, "u": np.uint64, "f": np.float64}[kind]
-    result: Any = np.zeros(spec.shape, accumulator)
-    for chunk in chunks:
-        result = result + np.add.reduce(chunk, axis=0, dtype=accumulator)
+    result: Any = np.add.reduce(data, axis=0, dtype=accumulator)
     if kind in "iu" and spec.dtype.itemsize == 8 and (
-            spec.kind == VIEW or column.wide or sum(map(len, chunks)) >= _NARROW_ROWS):
-        result = _exact_wide_sum(chunks, result, spec)
+            spec.kind == VIEW or snapshot.wide or len(data) >= _NARROW_ROWS):
+        result = _exact_wide_sum(data, result, spec)
     elif kind != "f":
         result = result.astype(object) if spec.shape else int(result)
-    for row in held_rows:
-        held = _row_copy(column, row)
-        result = result - (held.astype(object) if kind != "f" else held)
     return _scalar(result, spec)
 
 
-def _exact_wide_sum(chunks: list[np.ndarray[Any, Any]], wrapped: Any, spec: TypedSpec) -> Any:
+def _exact_wide_sum(data: np.ndarray[Any, Any], wrapped: Any, spec: TypedSpec) -> Any:
     """Return the exact sum of 64-bit ints: the wrapped numpy sum when a float64 sum shows it
     is far from the range's edge, else the high and low 32-bit halves summed apart."""
-    estimate = sum((np.add.reduce(chunk, axis=0, dtype=np.float64) for chunk in chunks),
-                   np.zeros(spec.shape))
+    estimate = np.add.reduce(data, axis=0, dtype=np.float64)
     if np.all(np.abs(estimate) < 2.0 ** 62):
         return wrapped.astype(object) if spec.shape else int(wrapped)
-    high: Any = 0
-    low: Any = 0
-    for chunk in chunks:
-        high = high + np.add.reduce(chunk >> 32, axis=0, dtype=np.int64).astype(object)
-        low = low + np.add.reduce(chunk & 0xFFFFFFFF, axis=0, dtype=np.int64).astype(object)
+    high = np.add.reduce(data >> 32, axis=0, dtype=np.int64).astype(object)
+    low = np.add.reduce(data & 0xFFFFFFFF, axis=0, dtype=np.int64).astype(object)
     return high * (1 << 32) + low
 
 
-def _extreme(column: Column, mask: Column, ufunc: Any, what: str) -> Any:
-    spec = _no_records(column, what)
+def _extreme(snapshot: Snapshot, ufunc: Any, what: str) -> Any:
+    spec = _no_records(snapshot.spec, what)
+    live = _live(snapshot)
+    if not live.any():
+        raise ValueError(f"{what}() of a variable no live container stores")
+    widen = (1,) * len(spec.shape)  # the mask broadcast over an array variable's axes
     if spec.dtype.kind == "b":
         start: Any = ufunc is np.minimum
     elif spec.dtype.kind == "f":
@@ -415,33 +432,26 @@ def _extreme(column: Column, mask: Column, ufunc: Any, what: str) -> Any:
     else:
         info = np.iinfo(spec.dtype)
         start = info.max if ufunc is np.minimum else info.min
-    result: Any = None
-    widen = (1,) * len(spec.shape)  # the mask broadcast over an array variable's axes
-    for chunk, live in pieces(column, mask):
-        if not live.any():
-            continue
-        part = ufunc.reduce(chunk, axis=0, where=live.reshape(live.shape + widen), initial=start)
-        result = part if result is None else ufunc(result, part)
-    if result is None:
-        raise ValueError(f"{what}() of a variable no live container stores")
+    result = ufunc.reduce(snapshot.data, axis=0, where=live.reshape(live.shape + widen),
+                          initial=start)
     return _scalar(result.astype(spec.dtype), spec)
 
 
-def minimum(column: Column, mask: Column) -> Any:
-    """Return the least value over the rows mask selects."""
-    return _extreme(column, mask, np.minimum, "min")
+def minimum(snapshot: Snapshot) -> Any:
+    """Return the least value over the rows of live storing containers."""
+    return _extreme(snapshot, np.minimum, "min")
 
 
-def maximum(column: Column, mask: Column) -> Any:
-    """Return the greatest value over the rows mask selects."""
-    return _extreme(column, mask, np.maximum, "max")
+def maximum(snapshot: Snapshot) -> Any:
+    """Return the greatest value over the rows of live storing containers."""
+    return _extreme(snapshot, np.maximum, "max")
 
 
-def mean(column: Column, mask: Column, held_rows: Sequence[int]) -> Any:
-    """Return the mean over the rows mask selects, as float64."""
-    _no_records(column, "mean")
-    count = int(np.count_nonzero(mask.chunks[0]))
+def mean(snapshot: Snapshot) -> Any:
+    """Return the mean over the rows of live storing containers, as float64."""
+    _no_records(snapshot.spec, "mean")
+    count = int(np.count_nonzero(_live(snapshot)))
     if count == 0:
         raise ValueError("mean() of a variable no live container stores")
-    result = np.asarray(total(column, held_rows), dtype=np.float64) / count
-    return _scalar(result, column.spec)
+    result = np.asarray(total(snapshot), dtype=np.float64) / count
+    return _scalar(result, snapshot.spec)
