@@ -27,6 +27,7 @@ down or reused halfway through, and other threads go on writing while numpy redu
 from __future__ import annotations
 
 import operator
+import threading
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -300,11 +301,20 @@ class Leases:
         # release(row) takes the row out of `waiting` and frees it in one step (no Python code
         # or under the lock between): a snapshot must never find it in neither or in both.
         self._release = release
+        self._lock = threading.RLock()
 
     def add(self, row: int, lease: np.ndarray[Any, Any]) -> None:
         """Count a lease on row until it is collected."""
         ref = weakref.ref(lease, partial(self._dropped, row))
-        self.refs.setdefault(row, {})[id(ref)] = ref
+        with self._lock:
+            while True:
+                refs = self.refs.setdefault(row, {})
+                refs[id(ref)] = ref
+                # A gc pass inside setdefault can run _dropped on this thread (the lock is
+                # reentrant) and detach `refs` as it empties: a lease kept there would be lost,
+                # and the row reused under a live view. Count it in the row's current dict.
+                if self.refs.get(row) is refs:
+                    return
 
     def retire(self, row: int) -> bool:
         """At teardown: return True if the row is free to reuse, else make it wait."""
@@ -314,11 +324,15 @@ class Leases:
         return True
 
     def _dropped(self, row: int, ref: weakref.ref[Any]) -> None:
-        refs = self.refs.get(row)
-        if refs is None:
-            return
-        refs.pop(id(ref), None)
-        if not refs:
+        # A weakref callback: views of one row die in any thread, so the check that the row's
+        # last lease is gone and the row's removal are one step under the lock.
+        with self._lock:
+            refs = self.refs.get(row)
+            if refs is None:
+                return
+            refs.pop(id(ref), None)
+            if refs:
+                return
             del self.refs[row]
             if row in self.waiting:
                 self._release(row)

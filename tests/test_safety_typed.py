@@ -443,3 +443,61 @@ def test_float32_add_returns_the_stored_value(pc: ModuleType, new: New, name: st
         result = var.add(0.1)
         assert result == float(np.float32(0.1)) == var.get()
         assert var.add(0.2) == var.get() == float(np.float32(float(np.float32(0.1)) + 0.2))
+
+
+@pytest.mark.enabled_only
+def test_views_of_one_row_dying_in_many_threads_lose_no_lease(pc: ModuleType, name: str) -> None:
+    """Views of several array variables of one container, dropped by several threads at once:
+    each lease is counted and uncounted once (no KeyError from a weakref callback), and the
+    row of a torn-down container is never reused while a view of it lives."""
+    import random
+    import sys
+
+    from _pc_helpers import run_threads, switch_often
+
+    import time
+
+    from percontainer._typed import Leases
+
+    def widen(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is Leases._dropped.__code__:
+            time.sleep(0.0001)
+            return widen
+        return None
+
+    variables = [pc.PerContainer(f"{name}.{k}", dtype="int64", shape=(4,)) for k in range(6)]
+    unraisable: list[Any] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        for round_ in range(30):
+            c = pc.Container()
+            with c:
+                for k, var in enumerate(variables):
+                    var.set([round_, k, 0, 0])
+            held = [var.of(c)[:] for var in variables] * 2
+            c.close()  # torn down: its row waits for the views above
+            fresh = pc.Container()  # must not get c's row while a view of it lives
+            stale = [view.copy() for view in held]
+            assert all(int(view[0]) in (round_, 0) for view in held)
+            random.Random(round_).shuffle(held)
+            halves = [held[::2], held[1::2]]
+            del held
+
+            def drop(views: list[Any]) -> None:
+                sys.settrace(widen)  # every line of a lease's callback lets the other run
+                try:
+                    while views:
+                        views.pop()
+                finally:
+                    sys.settrace(None)
+
+            with switch_often():
+                run_threads([lambda v=half: drop(v) for half in halves])
+            with fresh:
+                assert all(int(var.get()[0]) == 0 for var in variables)  # fresh starts at zeros
+            fresh.close()
+            del stale
+    finally:
+        sys.unraisablehook = old_hook
+    assert unraisable == []
