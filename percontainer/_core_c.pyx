@@ -1035,6 +1035,8 @@ def _forget_pending_in_child():
     Factories that other threads were running will never finish there, so their pending state
     goes (a read runs the factory again); this thread's own go on, with fresh events to wake
     on (another thread may have held an old one's lock at fork())."""
+    global _declare_lock
+    _declare_lock = threading.RLock()  # another thread may have held it at fork() too
     thread = threading.get_ident()
     for key, pending in list(_pending.items()):
         if (<_Pending>pending).thread == thread:

@@ -3,6 +3,7 @@ variable (see _typed.py for the layout). _core_c.pyx keeps the same state in C."
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -132,6 +133,8 @@ class RowSpace:
     def __init__(self) -> None:
         # Reentrant: a lease dying during a GC pass inside a locked section frees a row.
         self.lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):  # one per process: a thread may hold it at fork()
+            os.register_at_fork(after_in_child=self._new_lock)
         self.chunk_count = 0
         self.columns: list[Column] = []  # the typed variables' columns and the masks below
         self.live = self._add(_mask())  # rows of live containers
@@ -142,6 +145,9 @@ class RowSpace:
         self.closed: dict[int, frozenset[str]] = {}  # closed, not torn down: row -> shared
         self.leases = Leases(self._reuse)
         self.changes = 0  # counts rows taken, closed and freed: see snapshot()
+
+    def _new_lock(self) -> None:
+        self.lock = threading.RLock()
 
     def _add(self, column: Column) -> Column:
         while column.grow_to(self.chunk_count):  # until no growth came while it grew

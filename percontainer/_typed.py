@@ -27,6 +27,7 @@ down or reused halfway through, and other threads go on writing while numpy redu
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -301,6 +302,11 @@ class Leases:
         # release(row) takes the row out of `waiting` and frees it in one step (no Python code
         # or under the lock between): a snapshot must never find it in neither or in both.
         self._release = release
+        self._lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):  # one per core: a thread may hold it at fork()
+            os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
         self._lock = threading.RLock()
 
     def add(self, row: int, lease: np.ndarray[Any, Any]) -> None:

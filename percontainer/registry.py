@@ -10,8 +10,10 @@ while user code runs).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +21,19 @@ from typing import Any
 
 from ._core import ENABLED, Container, current, enter_from, leave
 from ._errors import ContainerClosedError, ContainerError, report_unraisable
+
+# Every registry, so that a fork()'s child gets fresh locks: a thread of the parent may have
+# held one at fork(), and only the forking thread lives on in the child.
+_registries: weakref.WeakSet[TenantRegistry] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    for registry in list(_registries):
+        registry._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
 
 __all__ = ["TenantRegistry", "UnknownTenantError"]
 
@@ -63,6 +78,7 @@ class TenantRegistry:
         self._share = share
         self._clock = clock
         self._lock = threading.Lock()
+        _registries.add(self)  # its lock is made anew in a fork()'s child
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._containers: dict[str, Container] = {}  # the same tenants, for enter_from()
         self._draining: set[Container] = set()  # evicted while pinned: closed by the last unpin

@@ -509,3 +509,45 @@ def test_an_async_generator_advanced_from_another_task(pc: ModuleType, name: str
         assert not c.in_use
     finally:
         c.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork()")
+def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(
+        make: Any, name: str) -> None:
+    """Only the forking thread lives on in the child: a registry lock another thread held at
+    fork() would never be released there."""
+    import os
+    import threading
+
+    registry = make()
+    registry.get("acme")
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with registry._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the registry works
+        code = 1
+        try:
+            with registry.use("acme"):
+                code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join(10)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        __import__("time").sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child hung on a lock held at fork()")
+    assert os.waitstatus_to_exitcode(status) == 0
