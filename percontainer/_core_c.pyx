@@ -30,6 +30,7 @@ from percontainer._area cimport (
 )
 from percontainer._rows_c cimport (
     KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_UINT, KIND_VIEW, Column, add_column, cell, close_row,
+    counter_sum,
     DATA_ONLY, WITH_IDENT, WITH_LIVE, drop_column, make_row_view, release_row, snapshot, take_row,
 )
 
@@ -1661,6 +1662,10 @@ cdef class PerContainer:
         cdef PyObject* value
         _check_bound(self)
         if self.column is not None:
+            if self.column.counter:  # the common int64 counter: summed in C, no copy
+                result = counter_sum(self.column)
+                if result is not None:
+                    return result
             return total(snapshot(self.column, self.record.group, DATA_ONLY))
         result = 0
         for c in _snapshot(True):

@@ -78,4 +78,5 @@ cdef enum:
 
 
 cdef object snapshot(Column column, str group, int masks)
+cdef object counter_sum(Column column)
 cdef object make_row_view(Column column, int row)
