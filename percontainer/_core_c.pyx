@@ -660,6 +660,40 @@ cdef list _teardown(Container container, bint raise_errors):
     return every error, for close() to raise the first. Otherwise (the last user out) report
     Exceptions to sys.unraisablehook, and raise the first other BaseException
     (KeyboardInterrupt, SystemExit, CancelledError: a request to stop) once done."""
+    cdef Py_ssize_t position = 0, slot
+    errors = None
+    if area_next(&container.area, &position, &slot) != NULL:  # no value, no hook to run
+        errors = _run_hooks(container, raise_errors)
+    # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
+    container.state = DEAD
+    container.direct = 0
+    cdef Container parent = _host
+    if container.extra is not None:
+        container.extra.owners = None
+        parent = container.extra.parent
+    cdef int row = container.area.row
+    if row >= 0:
+        container.area.row = -1
+        release_row(row)
+    area_free(&container.area)
+    _unlink(container)
+    if parent is not _host and parent.extra.children is not None:
+        parent.extra.children.pop(container, None)
+        if parent.state == WAITING and _unused(parent):
+            # The parent was closed while this one still had someone inside.
+            parent.state = TEARDOWN
+            try:
+                _teardown(parent, False)
+            except BaseException as error:  # raised after this one's own
+                errors = (errors or []) + [error]
+    if errors and not raise_errors:
+        raise errors[0]
+    return errors
+
+
+cdef list _run_hooks(Container container, bint raise_errors):
+    """Run the exit hooks of the values in container's area, in rounds (see _teardown);
+    return the errors to raise."""
     cdef int rounds
     errors = []
     ran = {}
@@ -684,31 +718,6 @@ cdef list _teardown(Container container, bint raise_errors):
             errors.append(runaway)
         else:
             report_unraisable(f"Exception in teardown of {container!r}", runaway, container)
-    hooks = ran = hook_value = None  # the hooks' values die with the rest, below
-    # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
-    container.state = DEAD
-    container.direct = 0
-    cdef Container parent = _host
-    if container.extra is not None:
-        container.extra.owners = None
-        parent = container.extra.parent
-    cdef int row = container.area.row
-    if row >= 0:
-        container.area.row = -1
-        release_row(row)
-    area_free(&container.area)
-    _unlink(container)
-    if parent is not _host and parent.extra.children is not None:
-        parent.extra.children.pop(container, None)
-        if parent.state == WAITING and _unused(parent):
-            # The parent was closed while this one still had someone inside.
-            parent.state = TEARDOWN
-            try:
-                _teardown(parent, False)
-            except BaseException as error:  # raised after this one's own
-                errors.append(error)
-    if errors and not raise_errors:
-        raise errors[0]
     return errors
 
 
