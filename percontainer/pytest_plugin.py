@@ -7,7 +7,8 @@
   test concerned without asking for the fixture: the test's container is entered before its
   setup and left after its teardown, so its function-scoped fixtures run inside it too, and
   nothing a test writes to a PerContainer is seen by the next. Fixtures of a wider scope
-  (class, module, session) are set up in the host, so what they make outlives the test.
+  (class, module, session) are set up and torn down in the host, so what they make outlives
+  the test, and their teardown sees what their setup saw.
 """
 
 from __future__ import annotations
@@ -63,14 +64,47 @@ def pytest_runtest_teardown(item: pytest.Item,
                 isolating.close()
 
 
+class _InHost:
+    """Runs a wider-scoped fixture's teardown in the host, where its setup ran.
+
+    pytest tears such a fixture down during the last test's teardown (or during the next
+    test's setup, when its parameter changes): inside that test's container under isolation.
+    A fixture's finalizers run last in, first out, so enter() registered after its setup and
+    leave() registered before it bracket every finalizer the setup registered.
+    """
+
+    __slots__ = ("entered",)
+
+    def __init__(self) -> None:
+        self.entered = False
+
+    def enter(self) -> None:
+        if current() is not host:
+            host.__enter__()
+            self.entered = True
+
+    def leave(self) -> None:
+        if self.entered:
+            self.entered = False
+            host.__exit__(None, None, None)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any],
                          request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
-    """Set up fixtures of a wider scope than the test in the host, not the test's container."""
-    if fixturedef.scope == "function" or current() is host:
+    """Set up and tear down fixtures of a wider scope than the test in the host, not in the
+    test's container."""
+    if fixturedef.scope == "function":
         return (yield)
-    with host:
-        return (yield)
+    in_host = _InHost()
+    request.addfinalizer(in_host.leave)  # runs after the fixture's own teardown
+    try:
+        if current() is host:
+            return (yield)
+        with host:
+            return (yield)
+    finally:
+        request.addfinalizer(in_host.enter)  # runs before it, even when the setup failed
 
 
 @pytest.fixture
