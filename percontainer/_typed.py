@@ -324,10 +324,11 @@ class Leases:
 
     def retire(self, row: int) -> bool:
         """At teardown: return True if the row is free to reuse, else make it wait."""
-        if row in self.refs:
-            self.waiting.add(row)
-            return False
-        return True
+        with self._lock:  # not between a last lease's callback and its check of `waiting`
+            if row in self.refs:
+                self.waiting.add(row)
+                return False
+            return True
 
     def _dropped(self, row: int, ref: weakref.ref[Any]) -> None:
         # A weakref callback: views of one row die in any thread, so the check that the row's
@@ -340,8 +341,9 @@ class Leases:
             if refs:
                 return
             del self.refs[row]
-            if row in self.waiting:
-                self._release(row)
+            free = row in self.waiting  # torn down: no view of it can be made any more
+        if free:  # outside the lock: the release takes the core's locks (the twin's), which a
+            self._release(row)  # thread making a view holds while it waits for this one
 
 
 # -- across containers ---------------------------------------------------------------------------
