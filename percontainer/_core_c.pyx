@@ -192,19 +192,55 @@ cdef class _Frame:
     never be torn down. Frames of hooks and factories (_call_inside) count no user."""
     cdef Container container
     cdef object token
+    cdef object below  # the var's value before this frame was set: what a reset restores
     cdef bint entered
 
     def __dealloc__(self):
         if self.entered:
             self.entered = 0
-            _drop_user_unraisable(self.container)
+            _drop_discarded_user(self.container)
 
 
-cdef int _drop_user_unraisable(Container container) noexcept:
-    try:
-        _drop_user(container)
-    except BaseException as error:  # a finalizer has no caller to raise to
-        report_unraisable("Exception leaving a discarded entry", error, container)
+cdef extern from "Python.h":
+    int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg) noexcept
+
+
+# Containers whose last user was an entry dropped unleft, waiting for their teardown. A frame
+# dies anywhere, a gc pass included, and a gc pass can run inside CPython's ContextVar.set(),
+# where before 3.12 another set (an exit hook runs inside the container) frees the structure
+# the outer set still walks: so the teardown runs at the next safe point instead, a pending
+# call (the main thread's next bytecode).
+cdef list _due_teardowns = []
+cdef bint _teardowns_scheduled = False
+
+
+cdef int _drop_discarded_user(Container container) noexcept:
+    global _teardowns_scheduled
+    container.users -= 1
+    if container.state == WAITING and _unused(container):
+        container.state = TEARDOWN
+        try:
+            _due_teardowns.append(container)
+        except BaseException as error:  # a finalizer has no caller to raise to
+            report_unraisable("Exception leaving a discarded entry", error, container)
+            return 0
+        if not _teardowns_scheduled:
+            _teardowns_scheduled = Py_AddPendingCall(_run_due_teardowns, NULL) == 0
+        if not _teardowns_scheduled:  # the pending-call queue is full: now, then
+            _run_due_teardowns(NULL)
+    return 0
+
+
+cdef int _run_due_teardowns(void* unused) noexcept:
+    global _teardowns_scheduled
+    _teardowns_scheduled = False
+    while _due_teardowns:
+        container = _due_teardowns.pop()
+        try:
+            _teardown(<Container>container, False)
+        except BaseException as error:  # a pending call has no caller to raise to
+            report_unraisable("Exception in the teardown of a discarded entry's container",
+                              error, container)
     return 0
 
 
@@ -271,6 +307,19 @@ cdef inline Container _current():
     return <Container>_current_ptr()
 
 
+cdef inline void _restored(_Frame frame) noexcept:
+    """After a reset of frame's token: cache what it restored. CPython's own reset to no value
+    (contextvar_del) clears the cache only before its HAMT work, so a ContextVar set by a gc
+    pass in between (a finalizer, an exit hook) would leave its value cached, stale: the value
+    before frame was set is what the context now holds."""
+    cdef PyThreadState* ts
+    if var_cache != &no_cache:
+        ts = PyThreadState_Get()
+        var_cache.var_cached = <PyObject*>frame.below
+        var_cache.var_cached_tsid = ts.id
+        var_cache.var_cached_tsver = ts.context_ver
+
+
 cdef str _describe_current():
     """Name what is current, for an error message (never raises)."""
     cdef PyObject* value = _value_now(PyThreadState_Get())
@@ -318,12 +367,14 @@ cdef object _call_inside(Container container, object fn, tuple args):
         return fn(*args)
     cdef _Frame frame = _Frame.__new__(_Frame)
     frame.container = container  # not an entry: it counts no user
+    frame.below = <object>_value_now(PyThreadState_Get())
     token = PyContextVar_Set(_current_frame, frame)
     try:
         return fn(*args)
     finally:
         if PyContextVar_Reset(_current_frame, token) < 0:
             _exit_failed(container)
+        _restored(frame)
 
 
 async def _run_inside(Container container, coroutine):
@@ -616,6 +667,7 @@ cdef int _enter(Container container) except -1:
         return 0
     cdef _Frame frame = _Frame.__new__(_Frame)
     frame.container = container
+    frame.below = <object>_value_now(PyThreadState_Get())
     container.users += 1  # counted first: a close() run by the set below (a gc pass) waits
     frame.entered = 1  # and if the set fails, the frame's death drops the user again
     frame.token = PyContextVar_Set(_current_frame, frame)
@@ -634,6 +686,7 @@ cdef int _exit(Container container) except -1:
     cdef _Frame frame = <_Frame>value
     if PyContextVar_Reset(_current_frame, frame.token) < 0:
         _exit_failed(container)
+    _restored(frame)
     frame.entered = 0
     _drop_user(container)
     return 0

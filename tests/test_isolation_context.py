@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import threading
 import weakref
 from collections.abc import Iterator
 from types import ModuleType
@@ -551,3 +552,31 @@ def test_a_lock_held_by_another_thread_at_fork_does_not_hang_the_child(
         os.waitpid(pid, 0)
         raise AssertionError("the child hung on a lock held at fork()")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.enabled_only
+def test_an_entry_discarded_in_another_thread_tears_its_closed_container_down(
+        pc: ModuleType, name: str) -> None:
+    """The teardown a discarded entry makes due runs once it is safe (the compiled core: a
+    pending call, in the main thread): its hooks run, in the container, exactly once."""
+    hooks: list[Any] = []
+    var = pc.PerContainer(name, default=None, on_exit=lambda v: hooks.append((v, pc.current())))
+    c = pc.Container()
+    c.run(var.set, "made")
+    entered = threading.Event()
+
+    def worker() -> None:
+        ctx = contextvars.Context()
+        ctx.run(c.__enter__)
+        entered.set()
+        c.close()  # waits for the entry
+        assert hooks == []
+        del ctx
+        gc.collect()  # the entry goes with its context
+
+    run_threads([worker])
+    assert entered.is_set()
+    gc.collect()
+    assert hooks == [("made", c)] and not c.in_use
+    with pytest.raises(pc.ContainerClosedError):
+        var.of(c)
