@@ -616,9 +616,9 @@ class Worker:
 @pytest.mark.enabled_only
 @pytest.mark.skipif(
     sys.version_info < (3, 12),
-    reason="crashes CPython 3.11 in about one run in ten (heap corruption, seen with either "
-           "core's case running; 0 crashes in 24 runs on 3.12): not explained yet, see issue 9's "
-           "notes; run it with `python3.12 -m pytest tests/test_fuzz_threads.py`")
+    reason="the process crashes on CPython 3.11 in about one run in ten (heap corruption; "
+           "none in 24 runs on 3.12), cause not found yet: see issue 9's notes; run it with "
+           "python3.12 -m pytest tests/test_fuzz_threads.py")
 def test_threads_fuzz_without_crossing(pc: ModuleType, name: str) -> None:
     world = World(pc, name)
     workers = [Worker(world, i) for i in range(THREADS)]
