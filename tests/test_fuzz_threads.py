@@ -614,12 +614,15 @@ class Worker:
 
 
 @pytest.mark.enabled_only
-@pytest.mark.skipif(
-    sys.version_info < (3, 12),
-    reason="the process crashes on CPython 3.11 in about one run in ten (heap corruption; "
-           "none in 24 runs on 3.12), cause not found yet: see issue 9's notes; run it with "
-           "python3.12 -m pytest tests/test_fuzz_threads.py")
 def test_threads_fuzz_without_crossing(pc: ModuleType, name: str) -> None:
+    if sys.version_info < (3, 12) and pc.__name__.endswith("_py"):
+        # The twin's case kills CPython 3.11 in about one run in 30 (a segfault with no
+        # extension of ours loaded; the compiled core's case: 0 in 36): the twin tears a
+        # container down inside the finalizer of a discarded entry, and its exit hooks set a
+        # ContextVar there, inside a gc pass that can run within another ContextVar.set(),
+        # which CPython before 3.12 does not survive. The compiled core defers that teardown
+        # to a pending call; the twin does not yet (issue 9's notes).
+        pytest.skip("the twin's finalizer-driven teardown crashes CPython 3.11: issue 9")
     world = World(pc, name)
     workers = [Worker(world, i) for i in range(THREADS)]
     try:
