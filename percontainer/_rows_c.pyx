@@ -323,11 +323,15 @@ cdef int _grow() except -1:
     cdef Py_ssize_t count = _chunk_count + 1
     cdef Py_ssize_t i
     cdef bint grew = True
+    cdef Column column
     while grew:
         grew = False
         i = 0
         while i < len(_columns):  # re-read: the list can change while a column grows
-            if (<Column>_columns[i]).grow_to(count):
+            # A reference of our own: growing runs Python code (and numpy lets other threads
+            # run), during which the variable can be dropped and the list's entry with it.
+            column = <Column>_columns[i]
+            if column.grow_to(count):
                 grew = True
             i += 1
     if count > _chunk_count:
