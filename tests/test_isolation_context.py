@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -342,12 +343,10 @@ def test_enter_from_a_mapping_of_other_things_raises_type_error(pc: ModuleType) 
 def test_the_compiled_core_reads_the_contextvar_cache_where_its_layout_is_known() -> None:
     """The mirror of CPython's ContextVar struct is checked at import; on the versions it is
     written for, a failed check (a wrong layout) would turn the fast reads off: fail then."""
-    import sys
-
     from percontainer import _core_c
 
-    expected = (3, 10) <= sys.version_info[:2] <= (3, 13) and not getattr(
-        sys, "_is_gil_enabled", lambda: True)() is False
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()  # free-threaded builds: no cache
+    expected = (3, 10) <= sys.version_info[:2] <= (3, 13) and gil
     assert _core_c._reads_var_cache() is expected
 
 
@@ -412,8 +411,6 @@ def test_wsgi_bodies_that_misuse_with_never_leave_the_server_thread_inside(
 def _interrupt_at(code: Any, target: int) -> Any:
     """Return a trace function raising KeyboardInterrupt before opcode number `target` of
     `code` (counted over its run), and a list that records whether it fired."""
-    import sys
-
     fired: list[bool] = []
     seen = [0]
 
@@ -428,7 +425,7 @@ def _interrupt_at(code: Any, target: int) -> Any:
                 raise KeyboardInterrupt
         return trace
 
-    return trace, fired, sys
+    return trace, fired
 
 
 @pytest.mark.enabled_only
@@ -443,7 +440,7 @@ def test_an_interrupt_anywhere_in_enter_or_exit_leaves_a_consistent_state(
     code = getattr(type(c), method).__code__ if pc.__name__.endswith("_py") else None
     try:
         for target in range(1, 400):
-            trace, fired, sys = _interrupt_at(code, target)
+            trace, fired = _interrupt_at(code, target)
 
             def body() -> None:
                 if method == "__exit__":
