@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 import threading
 
 from . import ENABLED, IMPLEMENTATION, Container, PerContainer, current, per_container
@@ -72,5 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     return main_bench(args.full, args.json, args.plot)
 
 
+def run_cli(argv: list[str] | None = None) -> int:
+    """`main`, quiet when a reader such as `head` or `grep -q` closes the pipe early."""
+    try:
+        status = main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What the reader did not take is nobody's loss; the interpreter's own flush at exit must
+        # not raise again, so stdout now goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a writer killed by SIGPIPE
+    return status
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli())
