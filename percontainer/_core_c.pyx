@@ -47,6 +47,7 @@ from ._checks import (
     check_callable, check_declaration, check_share, decorated_name, not_copyable, not_initialised,
 )
 from ._config import DISABLED
+from ._deferred import Deferred
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._flows import current_greenlet, cycle_error, green_event
 from ._typed import check_redeclaration, maximum, mean, minimum, spec_for, total, values
@@ -201,47 +202,26 @@ cdef class _Frame:
             _drop_discarded_user(self.container)
 
 
-cdef extern from "Python.h":
-    int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg) noexcept
-
-
-# Containers whose last user was an entry dropped unleft, waiting for their teardown. A frame
-# dies anywhere, a gc pass included, and a gc pass can run inside CPython's ContextVar.set(),
-# where before 3.12 another set (an exit hook runs inside the container) frees the structure
-# the outer set still walks: so the teardown runs at the next safe point instead, a pending
-# call (the main thread's next bytecode).
-cdef list _due_teardowns = []
-cdef bint _teardowns_scheduled = False
+# Containers whose last user was an entry dropped unleft (its frame freed), waiting for their
+# teardown on the teardown worker: see _deferred.py for why it is not run where the frame dies.
+cdef object _due_teardowns = Deferred("the teardown of a discarded entry's container")
 
 
 cdef int _drop_discarded_user(Container container) noexcept:
-    global _teardowns_scheduled
     container.users -= 1
     if container.state == WAITING and _unused(container):
         container.state = TEARDOWN
         try:
-            _due_teardowns.append(container)
+            _due_teardowns.defer(_teardown_discarded, container)
         except BaseException as error:  # a finalizer has no caller to raise to
             report_unraisable("Exception leaving a discarded entry", error, container)
-            return 0
-        if not _teardowns_scheduled:
-            _teardowns_scheduled = Py_AddPendingCall(_run_due_teardowns, NULL) == 0
-        if not _teardowns_scheduled:  # the pending-call queue is full: now, then
-            _run_due_teardowns(NULL)
     return 0
 
 
-cdef int _run_due_teardowns(void* unused) noexcept:
-    global _teardowns_scheduled
-    _teardowns_scheduled = False
-    while _due_teardowns:
-        container = _due_teardowns.pop()
-        try:
-            _teardown(<Container>container, False)
-        except BaseException as error:  # a pending call has no caller to raise to
-            report_unraisable("Exception in the teardown of a discarded entry's container",
-                              error, container)
-    return 0
+def _teardown_discarded(Container container):
+    """The teardown of a discarded entry's container, on the worker: no caller to raise to."""
+    for error in _teardown(container, True) or ():
+        report_unraisable(f"Exception in the teardown of {container!r}", error, container)
 
 
 cdef object _current_frame = PyContextVar_New("percontainer.current", NULL)
@@ -312,12 +292,27 @@ cdef inline void _restored(_Frame frame) noexcept:
     (contextvar_del) clears the cache only before its HAMT work, so a ContextVar set by a gc
     pass in between (a finalizer, an exit hook) would leave its value cached, stale: the value
     before frame was set is what the context now holds."""
-    cdef PyThreadState* ts
+    cdef PyThreadState* ts = PyThreadState_Get()
     if var_cache != &no_cache:
-        ts = PyThreadState_Get()
         var_cache.var_cached = <PyObject*>frame.below
         var_cache.var_cached_tsid = ts.id
         var_cache.var_cached_tsver = ts.context_ver
+    else:  # PyContextVar_Get reads the cache: make it miss (see _making_reset)
+        ts.context_ver += 1
+
+
+cdef inline int _making_reset(object token, tuple making_now) except -1:
+    """_making.reset(token), where making_now is what the token's set() stored.
+
+    A reset to no value clears the var's cache before its HAMT work, which allocates, so that
+    before 3.12 a gc pass there may read the var (a factory variable read by a finalizer) and
+    cache, borrowed, the value being removed; after the reset nothing else holds it. So the
+    caller keeps it alive, and the thread's context version is bumped (what entering a
+    context does): every ContextVar cache of this thread misses until read again."""
+    _making.reset(token)
+    if token.old_value is _MISSING:
+        PyThreadState_Get().context_ver += 1
+    return 0
 
 
 cdef str _describe_current():
@@ -1041,6 +1036,7 @@ cdef dict _pending = {}
 # greenlet, a thread or a copy of the context (asyncio.to_thread) that reads inside a factory
 # knows it is that factory's flow: waiting for it would wait for itself.
 cdef object _making = contextvars.ContextVar("percontainer.making", default=())
+cdef object _MISSING = contextvars.Token.MISSING
 
 
 cdef int _check_wait(_Pending pending, _Pending mine, tuple making) except -1:
@@ -1614,7 +1610,8 @@ cdef class PerContainer:
                 for made in making:
                     (<_Pending>made).blocked_on = None
         installed = _UNSET
-        token = _making.set(making + (mine,))
+        making_now = making + (mine,)
+        token = _making.set(making_now)
         try:
             value = _call_inside(owner, record.factory, ())
             if owner.state != DEAD:
@@ -1630,7 +1627,7 @@ cdef class PerContainer:
                     del _pending[key]
                 mine.finish()
             finally:
-                _making.reset(token)
+                _making_reset(token, making_now)
         if installed is not value:  # the value never joined the container: hand it back
             if record.on_exit is not None:
                 record.on_exit(value)

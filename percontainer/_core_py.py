@@ -23,6 +23,8 @@ import numpy as np
 from ._checks import (check_callable, check_declaration, check_share, decorated_name, not_copyable,
                       not_initialised)
 from ._config import DISABLED
+from ._contextvar_reset import reset
+from ._deferred import Deferred
 from ._errors import ContainerClosedError, ContainerError, foreign_current, report_unraisable
 from ._flows import current_greenlet, cycle_error, green_event
 from ._rows_py import DATA_ONLY, WITH_IDENT, WITH_LIVE, Column, RowSpace
@@ -248,13 +250,18 @@ class _Frame:
 
     def __del__(self) -> None:
         if self.entered:
+            self.entered = False
             try:
-                self.leave()
+                self.container._drop_user(finalizing=True)
             except BaseException as error:  # noqa: BLE001  # a finalizer has no caller to raise to
                 report_unraisable("Exception leaving a discarded entry", error, self.container)
 
 
 _current_frame: ContextVar[_Frame] = ContextVar("percontainer.current")
+
+# Containers whose last user was an entry dropped unleft (its frame's finalizer counted it
+# out), waiting for their teardown: see _deferred.py for why it is not run in the finalizer.
+_due_teardowns = Deferred("the teardown of a discarded entry's container")
 
 
 def current() -> Container:
@@ -404,7 +411,7 @@ class Container:
         except BaseException:  # e.g. KeyboardInterrupt: the thread is not left inside
             if _current_frame.get(None) is frame:
                 if frame.token is not None:
-                    _current_frame.reset(frame.token)
+                    reset(_current_frame, frame.token, frame)
                 else:  # interrupted before the token was stored: what was current, again
                     _current_frame.set(below)
             frame.leave()
@@ -420,7 +427,7 @@ class Container:
                 raise ContainerError(f"exiting {self!r} while {_describe_current()} is current: "
                                      "with-blocks must nest")
             try:
-                _current_frame.reset(frame.token)
+                reset(_current_frame, frame.token, frame)
             except ValueError:
                 raise ContainerError(
                     f"{self!r} was entered in another thread or task than the one exiting it"
@@ -433,7 +440,7 @@ class Container:
                 frame = _current_frame.get(None)
             if frame.__class__ is _Frame and frame.container is self and frame.entered:
                 if _current_frame.get(None) is frame:
-                    _current_frame.reset(frame.token)
+                    reset(_current_frame, frame.token, frame)
                 frame.leave()
             raise
 
@@ -478,15 +485,19 @@ class Container:
             self._pins -= 1
         self._drop_user()
 
-    def _drop_user(self) -> None:
-        """Count one user fewer; the last one out of a closed container tears it down."""
+    def _drop_user(self, finalizing: bool = False) -> None:
+        """Count one user fewer; the last one out of a closed container tears it down, at
+        once, or from a finalizer (a discarded entry) later, on the teardown worker."""
         with _lock:
             self._users -= 1
             last_out = self._state == _WAITING and self._unused()
             if last_out:
                 self._state = _TEARDOWN
         if last_out:
-            self._teardown(raise_errors=False)
+            if finalizing:
+                _due_teardowns.defer(_teardown_discarded, self)
+            else:
+                self._teardown(raise_errors=False)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -593,6 +604,12 @@ class Container:
         return hooks
 
 
+def _teardown_discarded(container: Container) -> None:
+    """The teardown of a discarded entry's container, on the worker: no caller to raise to."""
+    for error in container._teardown(raise_errors=True):
+        report_unraisable(f"Exception in the teardown of {container!r}", error, container)
+
+
 async def _run_inside(container: Container, coroutine: Coroutine[Any, Any, R]) -> R:
     """Await coroutine inside container (what run() and wrap() hand back for a coroutine)."""
     async with container:
@@ -626,11 +643,12 @@ def _call_inside(container: Container, fn: Callable[..., R], *args: Any) -> R:
     """Call fn inside container without the closed check (for hooks and factories)."""
     if not ENABLED:
         return fn(*args)
-    token = _current_frame.set(_Frame(container))  # not an entry: it counts no user
+    frame = _Frame(container)  # not an entry: it counts no user
+    token = _current_frame.set(frame)
     try:
         return fn(*args)
     finally:
-        _current_frame.reset(token)
+        reset(_current_frame, token, frame)
 
 
 def _new_host() -> Container:
@@ -898,7 +916,8 @@ class PerContainer(Generic[T]):
                         made.blocked_on = None
         factory = record.factory
         installed: Any = _UNSET
-        token = _making.set((*making, mine))
+        making_now = (*making, mine)
+        token = _making.set(making_now)
         try:
             assert factory is not None
             value = _call_inside(owner, factory)
@@ -913,7 +932,7 @@ class PerContainer(Generic[T]):
                         del _pending[key]
                 mine.finish()
             finally:
-                _making.reset(token)
+                reset(_making, token, making_now)
         if installed is not value:  # the value never joined the container: hand it back
             on_exit = record.on_exit
             if on_exit is not None:

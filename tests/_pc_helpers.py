@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,3 +54,15 @@ def switch_often(interval: float = 1e-5) -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(old)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Return True once condition() holds, False if it still does not after `timeout` seconds:
+    for what runs soon on another thread, not at once (a discarded entry's teardown, on the
+    teardown worker)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True

@@ -615,14 +615,6 @@ class Worker:
 
 @pytest.mark.enabled_only
 def test_threads_fuzz_without_crossing(pc: ModuleType, name: str) -> None:
-    if sys.version_info < (3, 12) and pc.__name__.endswith("_py"):
-        # The twin's case kills CPython 3.11 in about one run in 30 (a segfault with no
-        # extension of ours loaded; the compiled core's case: 0 in 36): the twin tears a
-        # container down inside the finalizer of a discarded entry, and its exit hooks set a
-        # ContextVar there, inside a gc pass that can run within another ContextVar.set(),
-        # which CPython before 3.12 does not survive. The compiled core defers that teardown
-        # to a pending call; the twin does not yet (issue 9's notes).
-        pytest.skip("the twin's finalizer-driven teardown crashes CPython 3.11: issue 9")
     world = World(pc, name)
     workers = [Worker(world, i) for i in range(THREADS)]
     try:
