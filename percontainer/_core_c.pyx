@@ -69,26 +69,45 @@ cdef extern from *:
     # add(): a counter's int that nothing but the area references (refcount 1) is bumped in
     # place, the way CPython itself appends to a str with no other reference: no one can
     # observe the change, and the add costs no allocation. Only positive one-digit ints
-    # (256 < n < 2**30) on the 3.10/3.11 int layout; everything else takes PyNumber_Add.
+    # (256 < n < 2**30); everything else takes PyNumber_Add. The int layouts: 3.10/3.11 keep
+    # the digit count in ob_size; 3.12/3.13 keep it, with the sign, in long_value.lv_tag (a
+    # positive one-digit int: 1 << _PyLong_NON_SIZE_BITS). Both are read from the headers at
+    # build time. Off from 3.14, where a refcount of 1 no longer proves that nobody else holds
+    # the int (the interpreter's borrowed stack references, LOAD_FAST_BORROW), and on
+    # free-threaded builds, where another thread may read it meanwhile.
     """
+    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #define PC_INT_IN_PLACE 1
+    #if PY_VERSION_HEX >= 0x030C0000
+    #define PC_DIGIT0(op) (((PyLongObject *)(op))->long_value.ob_digit[0])
+    #define PC_ONE_DIGIT(op) \
+        (((PyLongObject *)(op))->long_value.lv_tag == ((uintptr_t)1 << _PyLong_NON_SIZE_BITS))
+    #else
+    #define PC_DIGIT0(op) (((PyLongObject *)(op))->ob_digit[0])
+    #define PC_ONE_DIGIT(op) (Py_SIZE(op) == 1)
+    #endif
+    #else
+    #define PC_INT_IN_PLACE 0
+    #endif
     static inline int pc_add_in_place(PyObject *value, PyObject *delta) {
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+    #if PC_INT_IN_PLACE
         digit sum;
         if (Py_REFCNT(value) != 1 || !PyLong_CheckExact(value) || !PyLong_CheckExact(delta)
-                || Py_SIZE(value) != 1 || Py_SIZE(delta) != 1) {
+                || !PC_ONE_DIGIT(value) || !PC_ONE_DIGIT(delta)) {
             return 0;
         }
-        sum = ((PyLongObject *)value)->ob_digit[0] + ((PyLongObject *)delta)->ob_digit[0];
+        sum = PC_DIGIT0(value) + PC_DIGIT0(delta);
         if (sum >= PyLong_BASE) {
             return 0;
         }
-        ((PyLongObject *)value)->ob_digit[0] = sum;
+        PC_DIGIT0(value) = sum;
         return 1;
     #else
         return 0;
     #endif
     }
     """
+    bint PC_INT_IN_PLACE
     bint pc_add_in_place(PyObject* value, object delta) noexcept
 
 __all__ = [
@@ -339,6 +358,12 @@ cdef int _check_var_cache() except -1:
     if same and var.var_cached == NULL:  # a reset to no value clears the cache
         var_cache = var
     return 0
+
+
+def _ints_in_place():
+    """Return True if add() bumps an unshared int in place and typed reads reuse an int box
+    (tests check it is on for 3.10-3.13)."""
+    return PC_INT_IN_PLACE
 
 
 def _reads_var_cache():
@@ -1151,7 +1176,7 @@ cdef extern from *:
     # Boxing a typed int for get() and add(): most callers use the int and drop it at once, so
     # one box of a one-digit int is kept, and while nothing but this module references it
     # (refcount 1: no one can observe the change, as with pc_add_in_place) it is rewritten in
-    # place instead of allocating a new int. 3.10/3.11 int layout only; elsewhere every value
+    # place instead of allocating a new int. Where PC_INT_IN_PLACE is off (above), every value
     # gets an int of its own and add() always takes the general path.
     """
     #if defined(__GNUC__)
@@ -1159,7 +1184,7 @@ cdef extern from *:
     #else
     #define PC_LIKELY(x) (x)
     #endif
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+    #if PC_INT_IN_PLACE
     #define PC_BOXED(value) ((value) >= 257 && (value) < PyLong_BASE)  /* one digit, not cached */
     #else
     #define PC_BOXED(value) 0
@@ -1170,12 +1195,12 @@ cdef extern from *:
         return pc_box == NULL ? -1 : 0;
     }
     static inline PyObject *pc_box_ll(long long value) {
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
+    #if PC_INT_IN_PLACE
         PyObject *box;
         if (PC_BOXED(value)) {
             box = pc_box;
             if (Py_REFCNT(box) == 1) {
-                ((PyLongObject *)box)->ob_digit[0] = (digit)value;
+                PC_DIGIT0(box) = (digit)value;
                 Py_INCREF(box);
                 return box;
             }
@@ -1196,13 +1221,13 @@ cdef extern from *:
        and returns the box, borrowed; else NULL, having written nothing and set no error: the
        caller takes the general path. */
     static inline PyObject *pc_counter_add(int64_t *at, PyObject *delta) {
-    #if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030C0000
-        if (PC_LIKELY(PyLong_CheckExact(delta) && Py_SIZE(delta) == 1)) {
-            long long sum = *at + (long long)((PyLongObject *)delta)->ob_digit[0];
+    #if PC_INT_IN_PLACE
+        if (PC_LIKELY(PyLong_CheckExact(delta) && PC_ONE_DIGIT(delta))) {
+            long long sum = *at + (long long)PC_DIGIT0(delta);
             PyObject *box = pc_box;
             if (PC_LIKELY(PC_BOXED(sum) && Py_REFCNT(box) == 1)) {
                 *at = sum;
-                ((PyLongObject *)box)->ob_digit[0] = (digit)sum;
+                PC_DIGIT0(box) = (digit)sum;
                 return box;
             }
         }

@@ -144,7 +144,9 @@ def _release(slot: int, name: str, column: Column | None, ref: weakref.ref[_Reco
         if _by_name.get(name) is ref:
             del _by_name[name]
         _record_refs[slot] = None
-        for container in _holding:
+        # A copy: a gc pass in the loop may close a container, reentering the lock (from 3.12
+        # a gc pass may start at any loop's back edge).
+        for container in list(_holding):
             area = container._area
             if area is not None and slot in area:
                 dropped.append(area.pop(slot))
@@ -283,7 +285,8 @@ def _describe_current() -> str:
 def containers() -> list[Container]:
     """Return the live (not closed) containers, the host first, in creation order."""
     with _lock:
-        return [c for c in _holding if c._state == _LIVE]
+        # A copy first: a gc pass during the loop may close a container (see _release).
+        return [c for c in list(_holding) if c._state == _LIVE]
 
 
 class Container:
@@ -947,13 +950,21 @@ class PerContainer(Generic[T]):
         assert column is not None
         with _lock:  # the row is owner's until teardown, which takes the lock
             self._check_open(owner, "read")
+            area = owner._area
+            assert area is not None
             if column.spec.kind != VIEW:
-                return column.read(owner._row)
-            assert owner._area is not None
-            view = owner._area.get(self._slot)
-            if view is None:  # made once per container, kept in its area like an object value
-                view = owner._area[self._slot] = _rows.view(column, owner._row)
-            return view
+                value = column.read(owner._row)
+            else:
+                value = area.get(self._slot)
+                if value is None:  # made once per container, kept in its area like an object
+                    value = _rows.view(column, owner._row)
+                    if owner._area is area:
+                        area[self._slot] = value
+            # This thread holds the lock, but a gc pass in it (reentering the lock) may have
+            # closed owner meanwhile, and given its row to a new container: a value read from
+            # there is not owner's.
+            self._check_open(owner, "read")
+            return value
 
     def _check_open(self, owner: Container, what: str) -> None:
         if owner._area is None:

@@ -223,7 +223,7 @@ class TypedSpec:
         # Into zeros, field by field: a record dtype's gaps (offsets, align=True) stay zero
         # instead of carrying whatever heap bytes np.array left there into a tenant's row.
         value = np.zeros(self.shape, self.dtype)
-        value[...] = source
+        _copy_fields(value, source)
         return value
 
     def add_array(self, current: np.ndarray[Any, Any], delta: object) -> np.ndarray[Any, Any]:
@@ -477,3 +477,14 @@ def mean(snapshot: Snapshot) -> Any:
         raise ValueError("mean() of a variable no live container stores")
     result = np.asarray(total(snapshot), dtype=np.float64) / count
     return _scalar(result, snapshot.spec)
+
+
+def _copy_fields(into: np.ndarray[Any, Any], source: np.ndarray[Any, Any]) -> None:
+    """into[...] = source, one field at a time for a record dtype (nested ones too): numpy 2.5
+    copies a record whole, its gaps included."""
+    names = into.dtype.names
+    if names is None:
+        into[...] = source
+        return
+    for name in names:
+        _copy_fields(into[name], source[name])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -12,7 +13,12 @@ import pytest
 
 from percontainer import _config
 
-TWINS = ["c", "py"]
+# PERCONTAINER_TEST_TWINS=c: the compiled core's cases only (.ci/versions, on the versions that
+# .ci/run does not test in full: the twin is the same code on every version).
+TWINS = [twin for twin in os.environ.get("PERCONTAINER_TEST_TWINS", "c,py").split(",") if twin]
+if not TWINS or not set(TWINS) <= {"c", "py"}:
+    raise pytest.UsageError(f"PERCONTAINER_TEST_TWINS={os.environ['PERCONTAINER_TEST_TWINS']!r}: "
+                            "give c, py or c,py")
 
 
 def _import_twin(twin: str) -> ModuleType:

@@ -72,3 +72,31 @@ def test_typed_counter_box_is_never_observed(pc: ModuleType, name: str) -> None:
             assert var.of(pc.host) == (0 if pc.ENABLED else var.get())
     finally:
         c.close()
+
+
+@pytest.mark.c_extension
+def test_the_in_place_paths_are_on_where_the_layout_is_known() -> None:
+    """3.10 to 3.13 with a GIL: the int layout is mirrored from the headers, so add() of an
+    unshared counter keeps its int object, and a wrong layout would fail the value tests
+    above. Off from 3.14 (borrowed stack references) and on free-threaded builds."""
+    import sys
+    import sysconfig
+
+    from percontainer import _core_c
+
+    expected = (3, 10) <= sys.version_info[:2] < (3, 14) and not sysconfig.get_config_var(
+        "Py_GIL_DISABLED")
+    assert _core_c._ints_in_place() is expected
+    if not expected:
+        return
+    var = _core_c.PerContainer("tests.in_place.layout", default=0)
+    c = _core_c.Container()
+    try:
+        with c:
+            var.set(BIG)  # a constant, held by this code too
+            var.add(1)  # so a new int, which only the container holds
+            before = id(var.get())
+            var.add(1)  # a new int would be made while the old one is alive: another address
+            assert id(var.get()) == before and var.get() == BIG + 2
+    finally:
+        c.close()
