@@ -21,14 +21,17 @@ from typing import Any
 
 
 def interleaved_min(stmts: dict[str, str], env: dict[str, Any], number: int,
-                    repeats: int) -> dict[str, float]:
-    """Return ns per run of each statement: min over interleaved repeats, loop overhead removed."""
+                    repeats: int, fresh_context: bool = False) -> dict[str, float]:
+    """Return ns per run of each statement: min over interleaved repeats, loop overhead removed.
+    fresh_context: each timing runs in a new, empty contextvars.Context (no other var set)."""
     timers = {key: timeit.Timer(stmt, globals=env) for key, stmt in stmts.items()}
     timers["_loop"] = timeit.Timer("pass", globals=env)
     best = dict.fromkeys(timers, float("inf"))
     for _ in range(repeats):
         for key, timer in timers.items():
-            best[key] = min(best[key], timer.timeit(number) / number * 1e9)
+            seconds = (contextvars.Context().run(timer.timeit, number) if fresh_context
+                       else timer.timeit(number))
+            best[key] = min(best[key], seconds / number * 1e9)
     loop = best.pop("_loop")
     return {key: max(value - loop, 0.01) for key, value in best.items()}
 
@@ -97,10 +100,33 @@ def speed_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:
     rows.append(Row("`v.get()` vs `ContextVar.get()`", t["v.get"], t["cv.get"], 1.0, "ns"))
     rows.append(Row("`v.set(x)` vs `ContextVar.set(x)`", t["v.set"], t["cv.set"], 0.5, "ns"))
     rows.append(Row("`v.add(1)` vs `cur.get().hits += 1`", t["v.add"], t["struct"], 0.8, "ns"))
-    rows.append(Row("`with c: pass` vs `cv.set(c); cv.reset(tok)`", t["with"], t["switch"], 1.0,
+    rows.append(Row("`with c: pass` vs `cv.set(c); cv.reset(tok)`", t["with"], t["switch"], None,
                     "ns"))
+    rows += switch_rows(pc, c, number, repeats)
     c.close()
     return rows
+
+
+def switch_rows(pc: ModuleType, c: Any, number: int, repeats: int) -> list[Row]:
+    """What a switch costs beyond what any correct one must: (a) `with c:` against a `with` on
+    a lock (the protocol) plus a ContextVar set and reset (the context); (b) percontainer's own
+    cost, `c.run(f)` beyond `f()`, against the set and reset alone, in a fresh context with no
+    other var set (where a set is cheapest, so fixed costs show most)."""
+    import threading
+
+    cv: contextvars.ContextVar[Any] = contextvars.ContextVar("bench.switch")
+    env = {"c": c, "cv": cv, "lock": threading.Lock(), "f": lambda: None}
+    t = interleaved_min({"with": "with c: pass", "lock": "with lock: pass",
+                         "switch": "tok = cv.set(c); cv.reset(tok)"}, env, number, repeats)
+    fresh = interleaved_min({"run": "c.run(f)", "call": "f()",
+                             "switch": "tok = cv.set(c); cv.reset(tok)"}, env, number, repeats,
+                            fresh_context=True)
+    return [
+        Row("`with c: pass` vs `with lock: pass` + `cv.set`/`cv.reset`", t["with"],
+            t["lock"] + t["switch"], 1.0, "ns"),
+        Row("`c.run(f)` beyond `f()` vs `cv.set`/`cv.reset`, fresh context",
+            max(fresh["run"] - fresh["call"], 0.01), fresh["switch"], 1.1, "ns"),
+    ]
 
 
 def create_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:

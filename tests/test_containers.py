@@ -414,3 +414,21 @@ def test_current_is_per_thread(pc: ModuleType, new: New) -> None:
         release.set()
         thread.join(10)
     assert seen == {"start": pc.host, "inside": b, "end": pc.host}
+
+
+def test_run_passes_every_argument_on(pc: ModuleType) -> None:
+    c = pc.Container("args")
+    try:
+        def echo(*args: object, **kwargs: object) -> tuple[Any, ...]:
+            return args, kwargs, pc.current()
+
+        assert c.run(echo) == ((), {}, c if pc.ENABLED else pc.host)
+        got = c.run(echo, 1, "two", fn="kept", self="too")  # fn and self: fn's keywords
+        assert got[:2] == ((1, "two"), {"fn": "kept", "self": "too"})
+        with pytest.raises(TypeError):
+            c.run()  # type: ignore[call-arg]  # no function
+        with pytest.raises(ZeroDivisionError):
+            c.run(lambda: 1 / 0)
+        assert pc.current() is pc.host and not c.in_use  # left, whatever fn raised
+    finally:
+        c.close()
