@@ -6,6 +6,7 @@ They use the top-level core; identity assertions are skipped with PERCONTAINER_D
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -250,3 +251,42 @@ def test_container_executor_from_asyncio(ab: tuple[Container, Container]) -> Non
         assert results == [a if i % 2 else b for i in range(20)]
     else:
         assert results == [host] * 20
+
+
+class InheritingThread(threading.Thread):
+    """A thread as Python 3.14 starts one with thread_inherit_context on (the default on
+    free-threaded builds): it runs in a copy of its creator's context."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inherited = contextvars.copy_context()
+
+    def run(self) -> None:
+        self._inherited.run(super().run)
+
+
+def _start_workers_inside(pool: ThreadPoolExecutor, tenant: Container) -> None:
+    barrier = threading.Barrier(WORKERS)
+    with tenant:  # every worker starts here, so with inheritance in the tenant's context
+        futures = [pool.submit(barrier.wait, 30) for _ in range(WORKERS)]
+    for future in futures:
+        future.result(30)
+
+
+@enabled_only
+def test_workers_that_inherit_a_tenant_run_submitted_work_where_it_was_submitted(
+        ab: tuple[Container, Container], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With thread_inherit_context, a plain pool's workers started inside tenant a run every
+    later call in a (the leak README warns of); ContainerThreadPoolExecutor runs each call in
+    the container current at submit(), the host included, whatever its workers inherited."""
+    a, b = ab
+    monkeypatch.setattr(threading, "Thread", InheritingThread)
+    with ThreadPoolExecutor(WORKERS) as plain:
+        _start_workers_inside(plain, a)
+        assert plain.submit(current).result(30) is a  # the simulation inherits, as 3.14 does
+    with ContainerThreadPoolExecutor(WORKERS) as pool:
+        _start_workers_inside(pool, a)
+        assert [pool.submit(current).result(30) for _ in range(4)] == [host] * 4
+        with b:
+            assert pool.submit(current).result(30) is b
+        assert pool.submit(wrap(current)).result(30) is host
