@@ -146,7 +146,9 @@ def test_items_skip_containers_closed_meanwhile(pc: ModuleType, new: New, name: 
     finally:
         gc.set_threshold(*threshold)
         gc.callbacks.remove(close_one)
-    assert not pending, "no collection ran during items(): the test proves nothing"
+    # From 3.12 a gc pass starts only between bytecodes, of which the compiled items() runs
+    # few: some victims may outlive it, but one closed inside it is needed to prove anything.
+    assert len(pending) < len(victims), "no collection ran during items(): the test proves nothing"
     # A container closed after its read holds a view that reads zeros now.
     assert all(value.tolist() == [5, 6] or c.closed for c, value in pairs)
     assert {c for c, _ in pairs} >= {c for c in victims if not c.closed}
