@@ -25,6 +25,7 @@ __all__ = ["reset"]
 T = TypeVar("T")
 
 _MISSING = Token.MISSING
+_BEFORE_3_12 = sys.version_info < (3, 12)
 
 
 def _nothing() -> None:
@@ -38,6 +39,3 @@ def reset(var: ContextVar[T], token: Token[T], value_set: Any) -> None:
     if _BEFORE_3_12 and token.old_value is _MISSING:
         Context().run(_nothing)  # every ContextVar cache of this thread now misses
     del value_set
-
-
-_BEFORE_3_12 = sys.version_info < (3, 12)

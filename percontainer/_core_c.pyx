@@ -239,6 +239,8 @@ cdef int _drop_discarded_user(Container container) noexcept:
 
 def _teardown_discarded(Container container):
     """The teardown of a discarded entry's container, on the worker: no caller to raise to."""
+    if container.state != TEARDOWN:  # only what _drop_discarded_user queued
+        return
     for error in _teardown(container, True) or ():
         report_unraisable(f"Exception in the teardown of {container!r}", error, container)
 

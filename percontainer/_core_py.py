@@ -609,6 +609,8 @@ class Container:
 
 def _teardown_discarded(container: Container) -> None:
     """The teardown of a discarded entry's container, on the worker: no caller to raise to."""
+    if container._state != _TEARDOWN:  # only what _drop_user queued
+        return
     for error in container._teardown(raise_errors=True):
         report_unraisable(f"Exception in the teardown of {container!r}", error, container)
 

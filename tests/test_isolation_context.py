@@ -672,3 +672,32 @@ def test_a_read_in_a_gc_pass_inside_a_factory_s_exit_caches_nothing_stale(
     finally:
         for c in containers:
             c.close()
+
+
+@pytest.mark.enabled_only
+def test_a_discarded_entry_s_failing_hook_is_reported_and_the_worker_goes_on(
+        pc: ModuleType, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teardown worker reports what a hook raised to sys.unraisablehook, and tears the
+    next discarded entry's container down all the same."""
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    ran: list[str] = []
+
+    def hook(value: str) -> None:
+        ran.append(value)
+        if value == "first":
+            raise LookupError("the hook failed")
+
+    var = pc.PerContainer(name, default=None, on_exit=hook)
+    for value in ("first", "second"):
+        c = pc.Container(value)
+        c.run(var.set, value)
+        ctx = contextvars.Context()
+        ctx.run(c.__enter__)
+        c.close()  # waits for the entry in ctx
+        del ctx
+        gc.collect()
+        assert eventually(lambda: value in ran)
+    assert ran == ["first", "second"]
+    assert eventually(lambda: len(reported) == 1)
+    assert isinstance(reported[0].exc_value, LookupError)
