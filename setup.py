@@ -28,26 +28,32 @@ class OptionalBuildExt(build_ext):
     """Build the core, but install the twin alone when there is no working compiler."""
 
     def run(self) -> None:
+        self.not_built: list[str] = []  # extensions whose build failed (build_extension)
         try:
             super().run()
         except Exception as error:  # noqa: BLE001  # any compiler failure: fall back to the twin
             print(f"*** percontainer: the Cython core did not build ({error}); "
                   "installing the pure-Python twin", file=sys.stderr)
             return
-        if not self.inplace:
-            # Also put the built core beside its sources, so that `python -m percontainer` and
-            # `python -m pytest`, run from the root of a checkout (which puts the sources first
-            # on sys.path), use the compiled core rather than the twin.
-            try:
-                self.copy_extensions_to_source()
-            except OSError as error:  # a read-only source tree: the installed copy still works
-                print(f"*** percontainer: not copied beside the sources ({error})",
-                      file=sys.stderr)
+        if self.inplace:
+            return
+        if self.not_built:  # nothing to copy: the checkout keeps what it had (or the twin)
+            print(f"*** percontainer: {', '.join(self.not_built)} not built: nothing copied "
+                  "beside the sources", file=sys.stderr)
+            return
+        # Also put the built core beside its sources, so that `python -m percontainer` and
+        # `python -m pytest`, run from the root of a checkout (which puts the sources first on
+        # sys.path), use the compiled core rather than the twin.
+        try:
+            self.copy_extensions_to_source()
+        except Exception as error:  # noqa: BLE001  # a read-only source tree: the installed copy works
+            print(f"*** percontainer: not copied beside the sources ({error})", file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as error:  # noqa: BLE001  # see run()
+            self.not_built.append(ext.name)
             print(f"*** percontainer: {ext.name} did not build ({error}); "
                   "installing the pure-Python twin", file=sys.stderr)
 

@@ -22,15 +22,21 @@ else:
 
         IMPLEMENTATION = "cython"
     except ImportError:  # built without a compiler: the twin has the same names and semantics
-        import warnings
+        import os
 
-        warnings.warn(
-            "percontainer: the compiled core is not built here, so the pure-Python twin runs "
-            "(slower, same semantics). Install with a C compiler, or run from outside a source "
-            "checkout; set PERCONTAINER_NO_EXTENSIONS=1 to choose the twin silently.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.py")):
+            # A source checkout without its build: likely a mistake, so say how to fix it. An
+            # installed twin (pip found no compiler) says nothing: IMPLEMENTATION tells.
+            import warnings
+
+            warnings.warn(
+                "percontainer: the compiled core is not built in this checkout, so the "
+                "pure-Python twin runs (slower, same semantics). Build it with `python setup.py "
+                "build_ext --inplace`, or set PERCONTAINER_NO_EXTENSIONS=1 to choose the twin "
+                "silently.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         from ._core_py import (
             ENABLED, Container, PerContainer, containers, current, enter_from, host, leave,
             per_container, wrap,
