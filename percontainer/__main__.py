@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import sys
 import threading
 
-from . import ENABLED, IMPLEMENTATION, Container, PerContainer, current, per_container
+from . import ENABLED, IMPLEMENTATION, Container, PerContainer, __version__, current, per_container
 
 requests = PerContainer("percontainer.demo.requests", default=0)
 
@@ -54,9 +55,10 @@ def demo() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m percontainer", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def main(argv: list[str] | None = None, prog: str = "python -m percontainer") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--version", action="version", version=_version_line())
+    commands = parser.add_subparsers(dest="command")
     bench = commands.add_parser(
         "bench", help="percontainer against globals-in-structs and every peer, side by side")
     bench.add_argument("--full", action="store_true", help="the full sweeps (minutes)")
@@ -64,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--plot", metavar="FILE.png", help="draw the scaling curves (matplotlib)")
     bench.add_argument("--disabled-worker", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("demo", help="three tenants served by asyncio tasks and threads")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:  # nothing asked: say what can be
+        parser.print_help()
+        return 0
+    if unknown:  # the command's own usage, not the top level's
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
         return demo()
     from .benchmark.runner import Settings, disabled_worker, main_bench
@@ -74,10 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     return main_bench(args.full, args.json, args.plot)
 
 
-def run_cli(argv: list[str] | None = None) -> int:
+def _version_line() -> str:
+    return (f"percontainer {__version__} (core: {IMPLEMENTATION}, "
+            f"Python {platform.python_version()})")
+
+
+def run_cli(argv: list[str] | None = None, prog: str = "percontainer") -> int:
     """`main`, quiet when a reader such as `head` or `grep -q` closes the pipe early."""
     try:
-        status = main(argv)
+        status = main(argv, prog)
         sys.stdout.flush()
     except BrokenPipeError:
         # What the reader did not take is nobody's loss; the interpreter's own flush at exit must
@@ -88,4 +100,4 @@ def run_cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli())
+    raise SystemExit(run_cli(prog="python -m percontainer"))

@@ -39,3 +39,32 @@ def test_demo_into_a_closed_pipe_exits_quietly() -> None:
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err, err.decode()
     assert proc.returncode == 141
+
+
+def test_version_names_the_core_and_python(capsys: pytest.CaptureFixture[str]) -> None:
+    from percontainer.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"percontainer {pc.__version__} (core: {pc.IMPLEMENTATION}, Python ")
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from percontainer.__main__ import run_cli
+
+    assert run_cli([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: percontainer ")  # the console script's own name
+    assert "bench" in out and "demo" in out
+
+
+def test_an_unknown_option_shows_its_command_s_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    from percontainer.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--fast"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m percontainer bench" in err and "--fast" in err
