@@ -21,9 +21,17 @@ def test_pip_install_without_a_compiler_installs_the_twin(tmp_path: Path) -> Non
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", "build", "dist", "*.so", "*.egg-info", "__pycache__", ".pytest_cache"))
     env_dir = tmp_path / "venv"
-    # System site packages: numpy (a dependency) comes from the interpreter running the tests.
-    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
+    # numpy (the one dependency) comes from the environment running the tests (a venv too,
+    # in CI): a .pth file in the new venv names where it lives.
+    import numpy
+
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    numpy_home = Path(numpy.__file__).parent.parent
+    Path(site, "_test_runner_numpy.pth").write_text(f"{numpy_home}\n")
     no_compiler = dict(os.environ, CC="/bin/false", CXX="/bin/false", LDSHARED="/bin/false")
     no_compiler.pop("PERCONTAINER_NO_EXTENSIONS", None)
     install = subprocess.run(
