@@ -37,7 +37,8 @@ class Deferred:
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     def defer(self, fn: Callable[[Any], object], arg: Any) -> None:
-        """Queue fn(arg) for the worker. Safe in a finalizer: no Python code, no lock wait."""
+        """Queue fn(arg) for the worker. Safe in a finalizer: it runs no user code, sets no
+        ContextVar and waits on no lock."""
         self._due.append((fn, arg))
         if not self._started:
             self._start()
