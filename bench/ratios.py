@@ -104,7 +104,25 @@ def speed_rows(pc: ModuleType, number: int, repeats: int) -> list[Row]:
                     "ns"))
     rows += switch_rows(pc, c, number, repeats)
     c.close()
+    rows.append(far_read_row(pc, cv, number, repeats))
     return rows
+
+
+def far_read_row(pc: ModuleType, cv: Any, number: int, repeats: int,
+                 before: int = 10_000) -> Row:
+    """A read of a variable declared after `before` others, in a container that touched only
+    it (its area's window starts there), against `ContextVar.get()`."""
+    others = [pc.PerContainer(f"bench.ratios.far.other.{i}", default=None)
+              for i in range(before)]
+    far = pc.PerContainer("bench.ratios.far", default=0)
+    c = pc.Container("far")
+    c.run(far.set, 1)
+    t = c.run(interleaved_min, {"far": "far.get()", "cv.get": "cv.get()"},
+              {"far": far, "cv": cv}, number, repeats)
+    c.close()
+    del others
+    return Row(f"`v.get()` declared after {before:,} others vs `ContextVar.get()`", t["far"],
+               t["cv.get"], 1.0, "ns")
 
 
 def switch_rows(pc: ModuleType, c: Any, number: int, repeats: int) -> list[Row]:
@@ -211,20 +229,13 @@ def sparse_memory_row(pc: ModuleType, containers: int) -> Row:
                hundred_thousand, thousand, 1.15, "B")
 
 
-def memory_rows(pc: ModuleType, count: int = 10_000, fields: int = 20) -> list[Row]:
-    variables = [pc.PerContainer(f"bench.ratios.mem.{i}", default=None) for i in range(fields)]
+def memory_rows(pc: ModuleType, count: int = 10_000, fields: int = 20,
+                preceding: tuple[int, ...] = (0, 100, 10_000)) -> list[Row]:
+    """Bytes per container that touched `fields` object variables against a `fields`-field
+    `__slots__` struct, with the touched variables declared after 0, 100 and 10,000 others
+    (other modules' variables this container never touches)."""
     values = [object() for _ in range(fields)]  # the same value objects on both sides
     struct_cls = slots_class(fields)
-
-    def make_containers() -> list[Any]:
-        made = []
-        for _ in range(count):
-            container = pc.Container()
-            with container:
-                for variable, value in zip(variables, values):
-                    variable.set(value)
-            made.append(container)
-        return made
 
     def make_structs() -> list[Any]:
         made = []
@@ -235,13 +246,37 @@ def memory_rows(pc: ModuleType, count: int = 10_000, fields: int = 20) -> list[R
             made.append(struct)
         return made
 
-    ours, made = traced_bytes(make_containers)
     theirs, structs = traced_bytes(make_structs)
-    for container in made:
-        container.close()
     del structs
-    return [Row(f"memory, container with {fields} touched vars vs {fields}-field `__slots__`",
-                ours / count, theirs / count, 1.25, "B")]
+    # Steady state: the typed variables' row table (a live byte and an 8-byte id a row,
+    # grown in chunks, reused after close) is grown once for `count` containers, as a server
+    # holding that many tenants has it, and not counted again in each row below.
+    for container in [pc.Container() for _ in range(count)]:
+        container.close()
+    rows = []
+    for before in preceding:
+        others = [pc.PerContainer(f"bench.ratios.mem.{before}.other.{i}", default=None)
+                  for i in range(before)]
+        variables = [pc.PerContainer(f"bench.ratios.mem.{before}.{i}", default=None)
+                     for i in range(fields)]
+
+        def make_containers() -> list[Any]:
+            made = []
+            for _ in range(count):
+                container = pc.Container()
+                with container:
+                    for variable, value in zip(variables, values):
+                        variable.set(value)
+                made.append(container)
+            return made
+
+        ours, made = traced_bytes(make_containers)
+        for container in made:
+            container.close()
+        del made, others, variables
+        rows.append(Row(f"memory, container with {fields} touched vars after {before:,} others "
+                        f"vs {fields}-field `__slots__`", ours / count, theirs / count, 1.25, "B"))
+    return rows
 
 
 def typed_rows(pc: ModuleType, number: int, repeats: int, containers: int = 100_000,

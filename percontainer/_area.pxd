@@ -1,13 +1,15 @@
 # cython: language_level=3
-"""A container's area: the slots of object variables, owned references, NULL where unset,
-and the number of its row in the typed variables' storage (see _typed.py).
+"""A container's area: the slots of object variables, owned references, NULL where unset.
 
-The dense low part is one flat PyMem array (`flat`, `size` slots): a read is one compare and
-one load, and a container that touched its first 20 variables spends 160 bytes on them. A slot
-far beyond what the container touched so far (a late-declared variable, or one of thousands it
-never uses) goes into `sparse`, a small open-addressing table of (slot, value) pairs, so the
-memory a container costs grows with what it touches, never with what is declared. When the
-flat part grows over slots held in `sparse`, they move into it.
+The dense part is one flat PyMem array over a window of slots (`lo` .. `lo + size - 1`): a
+read is one subtraction, one unsigned compare and one load. The window starts where the
+container first stores and grows toward what it touches next, so a container that touched 20
+variables spends 160 bytes on them whether they were declared first or after 10,000 others
+(other modules' variables it never uses). A slot far from the window (a late-declared
+variable, one of thousands it never uses) goes into `sparse`, a small open-addressing table of
+(slot, value) pairs, so the memory a container costs grows with what it touches, never with
+what is declared. When the table's slots are dense enough, the window grows over them (or
+moves to them, if they outnumber its own) and they move into the flat part.
 
 Pointers returned by area_slot() are valid until the next area_slot() or area_free() on the
 same area: callers store through them before running any Python code.
@@ -22,7 +24,7 @@ cdef extern from *:
     """
     typedef struct { Py_ssize_t slot; PyObject *value; } pc_entry;
     typedef struct {
-        Py_ssize_t mask, used, top; pc_entry entries[1];
+        Py_ssize_t mask, used, top, bottom; pc_entry entries[1];
     } pc_sparse;
     #define PC_SPARSE_BYTES(capacity) \
         (sizeof(pc_sparse) + ((capacity) - 1) * sizeof(pc_entry))
@@ -34,20 +36,21 @@ cdef extern from *:
         Py_ssize_t mask  # capacity - 1; the capacity is a power of two
         Py_ssize_t used  # entries whose slot is not -1
         Py_ssize_t top  # the highest slot an entry has had
+        Py_ssize_t bottom  # the lowest slot an entry has had
         pc_entry entries[1]
     size_t PC_SPARSE_BYTES(Py_ssize_t capacity)
 
 ctypedef struct Area:
-    PyObject** flat
+    PyObject** flat  # the values of slots lo .. lo + size - 1
     pc_sparse* sparse
-    int size  # slots in flat (an int, so that `row` fits in what was padding)
-    int row  # the container's row in the typed variables' columns; -1 for none
+    int lo  # the first slot in flat (ints: the struct stays 24 bytes)
+    int size  # slots in flat
 
 cdef enum:
     SPARSE_MIN = 4  # entries in a new sparse table
-    FLAT_SLACK = 16  # flat may grow to cover 2 * size + FLAT_SLACK slots
-    DENSE = 4  # ... or to cover slot s once the table holds s / DENSE entries
-    MAX_SLOT = 1 << 29  # flat sizes stay well within an int
+    FLAT_SLACK = 16  # the window may grow to span 2 * size + FLAT_SLACK slots
+    DENSE = 4  # ... or over the table's slots once 1 in DENSE of the span is touched
+    MAX_SLOT = 1 << 29  # windows stay well within an int
     # The slot of a variable not initialised (a PerContainer made by __new__ alone): beyond
     # every area, so reads miss with no check of their own, and area_slot() refuses it.
     NO_SLOT = 1 << 30
@@ -65,8 +68,9 @@ cdef inline PyObject* sparse_get(pc_sparse* table, Py_ssize_t slot) noexcept:
 
 cdef inline PyObject* area_get(Area* area, Py_ssize_t slot) noexcept:
     """Return the value at slot, borrowed, or NULL if unset."""
-    if slot < area.size:
-        return area.flat[slot]
+    cdef size_t i = <size_t>(slot - area.lo)  # below lo wraps to a huge index: one compare
+    if i < <size_t>area.size:
+        return area.flat[i]
     if area.sparse != NULL:
         return sparse_get(area.sparse, slot)
     return NULL
@@ -77,6 +81,7 @@ cdef inline pc_sparse* sparse_new(Py_ssize_t capacity) noexcept:
     cdef Py_ssize_t i
     if table != NULL:
         table.mask = capacity - 1
+        table.bottom = MAX_SLOT
         for i in range(capacity):
             table.entries[i].slot = -1
     return table
@@ -91,17 +96,25 @@ cdef inline PyObject** sparse_entry(pc_sparse* table, Py_ssize_t slot) noexcept:
             table.used += 1
             if slot > table.top:
                 table.top = slot
+            if slot < table.bottom:
+                table.bottom = slot
             break
         i = (i + 1) & table.mask
     return &table.entries[i].value
 
 
-cdef inline Py_ssize_t sparse_capacity(pc_sparse* table) noexcept:
-    """Return the capacity that holds table's set entries at a load of a quarter or less."""
-    cdef Py_ssize_t i, live = 0, capacity = SPARSE_MIN
+cdef inline Py_ssize_t sparse_live(pc_sparse* table) noexcept:
+    """Return the number of set entries."""
+    cdef Py_ssize_t i, live = 0
     for i in range(table.mask + 1):
         if table.entries[i].value != NULL:
             live += 1
+    return live
+
+
+cdef inline Py_ssize_t sparse_capacity(Py_ssize_t live) noexcept:
+    """Return the capacity that holds `live` entries at a load of a quarter or less."""
+    cdef Py_ssize_t capacity = SPARSE_MIN
     while capacity < 4 * (live + 1):
         capacity <<= 1
     return capacity
@@ -123,55 +136,122 @@ cdef inline int sparse_rebuild(Area* area, Py_ssize_t capacity) except -1:
     return 0
 
 
-cdef inline int flat_grow(Area* area, Py_ssize_t size) except -1:
-    """Grow flat to `size` slots and move the sparse entries it now covers into it."""
-    cdef PyObject** flat = <PyObject**>PyMem_Realloc(area.flat, size * sizeof(PyObject*))
-    cdef Py_ssize_t i, slot
+cdef inline int sparse_to_flat(Area* area) noexcept:
+    """Move the table's entries inside the window into flat; free the table if none is left."""
+    cdef Py_ssize_t i, slot, left = 0
+    if area.sparse == NULL:
+        return 0
+    for i in range(area.sparse.mask + 1):
+        slot = area.sparse.entries[i].slot
+        if area.sparse.entries[i].value == NULL:
+            continue
+        if <size_t>(slot - area.lo) < <size_t>area.size:
+            area.flat[slot - area.lo] = area.sparse.entries[i].value
+            area.sparse.entries[i].value = NULL
+        else:
+            left += 1
+    if left == 0:
+        PyMem_Free(area.sparse)
+        area.sparse = NULL
+    return 0
+
+
+cdef inline int flat_cover(Area* area, Py_ssize_t lo, Py_ssize_t hi) except -1:
+    """Move the window to slots lo .. hi - 1: the table's entries inside it move into flat,
+    and flat's values outside it (a window moved onto a denser cluster) into the table."""
+    cdef Py_ssize_t size = hi - lo, i, slot, outside = 0
+    cdef PyObject** old = area.flat
+    cdef Py_ssize_t old_lo = area.lo, old_size = area.size
+    cdef PyObject** flat
+    if old_size == 0 or (lo == old_lo and size >= old_size):  # grown at the top: in place
+        flat = <PyObject**>PyMem_Realloc(old, size * sizeof(PyObject*))
+        if flat == NULL:
+            raise MemoryError()
+        memset(&flat[old_size], 0, (size - old_size) * sizeof(PyObject*))
+        area.flat, area.lo, area.size = flat, <int>lo, <int>size
+        return sparse_to_flat(area)
+    # Moved onto another cluster: a new flat array, and a new table for whatever is left
+    # outside the window (flat's values now outside it, the table's not taken in).
+    cdef pc_sparse* old_table = area.sparse
+    cdef pc_sparse* table = NULL
+    cdef Py_ssize_t capacity = SPARSE_MIN
+    for i in range(old_size):
+        if old[i] != NULL and not lo <= old_lo + i < hi:
+            outside += 1
+    if old_table != NULL:
+        for i in range(old_table.mask + 1):
+            slot = old_table.entries[i].slot
+            if old_table.entries[i].value != NULL and not lo <= slot < hi:
+                outside += 1
+    while capacity < 2 * (outside + 1):  # a load of one half or less, as entries are added
+        capacity <<= 1
+    flat = <PyObject**>PyMem_Calloc(size, sizeof(PyObject*))
+    if outside and flat != NULL:
+        table = sparse_new(capacity)
+        if table == NULL:
+            PyMem_Free(flat)
+            flat = NULL
     if flat == NULL:
         raise MemoryError()
-    memset(&flat[area.size], 0, (size - area.size) * sizeof(PyObject*))
-    area.flat = flat
-    area.size = size
-    cdef Py_ssize_t left = 0
-    if area.sparse != NULL:
-        for i in range(area.sparse.mask + 1):
-            slot = area.sparse.entries[i].slot
-            if area.sparse.entries[i].value == NULL:
-                continue
-            if slot < size:
-                flat[slot] = area.sparse.entries[i].value
-                area.sparse.entries[i].value = NULL
+    # Nothing can fail from here on: every value moves exactly once.
+    for i in range(old_size):
+        if old[i] != NULL:
+            slot = old_lo + i
+            if lo <= slot < hi:
+                flat[slot - lo] = old[i]
             else:
-                left += 1
-        if left == 0:  # every entry moved: the table goes
-            PyMem_Free(area.sparse)
-            area.sparse = NULL
+                sparse_entry(table, slot)[0] = old[i]
+    if old_table != NULL:
+        for i in range(old_table.mask + 1):
+            slot = old_table.entries[i].slot
+            if old_table.entries[i].value == NULL:
+                continue
+            if lo <= slot < hi:
+                flat[slot - lo] = old_table.entries[i].value
+            else:
+                sparse_entry(table, slot)[0] = old_table.entries[i].value
+    PyMem_Free(old)
+    PyMem_Free(old_table)
+    area.flat, area.lo, area.size, area.sparse = flat, <int>lo, <int>size, table
     return 0
 
 
 cdef inline PyObject** area_slot(Area* area, Py_ssize_t slot) except NULL:
     """Return the address of slot's value (NULL there if unset), making room for it."""
     cdef pc_sparse* table
-    if slot < area.size:
-        return &area.flat[slot]
+    cdef Py_ssize_t lo = area.lo, hi = area.lo + area.size, low, high, live
+    if <size_t>(slot - lo) < <size_t>area.size:
+        return &area.flat[slot - lo]
     if slot >= MAX_SLOT:
         if slot == NO_SLOT:
             raise TypeError("this PerContainer was not initialised (PerContainer.__new__ without "
                             "__init__); make one with PerContainer(...)")
         raise OverflowError(f"slot {slot} is beyond {MAX_SLOT} declared variables")
-    if slot < 2 * area.size + FLAT_SLACK:  # near the flat part: extend it
-        flat_grow(area, (slot + 2) & ~1)  # an even count: pymalloc sizes go by 16 bytes
-        return &area.flat[slot]
+    # Windows start and end on even slots: pymalloc sizes go by 16 bytes.
+    if area.size == 0:
+        lo, hi = slot, slot
+    low, high = min(lo, slot) & ~1, (max(hi, slot + 1) + 1) & ~1
+    if high - low <= 2 * area.size + FLAT_SLACK:  # near the window: extend it
+        flat_cover(area, low, high)
+        return &area.flat[slot - area.lo]
     table = area.sparse
-    if table != NULL and max(slot, table.top) < DENSE * (table.used + 1):
-        # The table holds a dense share of the slots up to its top: flat is cheaper (8 bytes
-        # a slot, against 16 an entry at half load), and everything moves into it.
-        flat_grow(area, (max(slot, table.top) + 2) & ~1)
-        return &area.flat[slot]
-    if table == NULL:
+    if table != NULL and sparse_get(table, slot) == NULL and 2 * (table.used + 1) > table.mask + 1:
+        # The table is full: before it grows, see whether flat is cheaper (8 bytes a slot,
+        # against 32 to 64 an entry) for what it holds, with or without the window.
+        live = sparse_live(table) + 1
+        low = min(low, table.bottom) & ~1
+        high = (max(high, table.top + 1) + 1) & ~1
+        if high - low < DENSE * (live + area.size):  # the window grows over the table
+            flat_cover(area, low, high)
+            return &area.flat[slot - area.lo]
+        low = min(slot, table.bottom) & ~1
+        high = (max(slot, table.top) + 2) & ~1
+        if live > area.size and high - low < DENSE * live:  # a denser cluster: move there
+            flat_cover(area, low, high)
+            return &area.flat[slot - area.lo]
+        sparse_rebuild(area, sparse_capacity(live))
+    elif table == NULL:
         sparse_rebuild(area, SPARSE_MIN)
-    elif sparse_get(table, slot) == NULL and 2 * (table.used + 1) > table.mask + 1:
-        sparse_rebuild(area, sparse_capacity(table))  # keep the load at one half or less
     return sparse_entry(area.sparse, slot)
 
 
@@ -179,8 +259,8 @@ cdef inline PyObject* area_take(Area* area, Py_ssize_t slot) noexcept:
     """Unset slot and return its value (the area's reference, now the caller's), or NULL."""
     cdef PyObject** where
     cdef PyObject* value
-    if slot < area.size:
-        where = &area.flat[slot]
+    if <size_t>(slot - area.lo) < <size_t>area.size:
+        where = &area.flat[slot - area.lo]
     elif area.sparse != NULL and sparse_get(area.sparse, slot) != NULL:
         where = sparse_entry(area.sparse, slot)
     else:
@@ -198,7 +278,7 @@ cdef inline PyObject* area_next(Area* area, Py_ssize_t* position, Py_ssize_t* sl
         i = position[0]
         position[0] += 1
         if area.flat[i] != NULL:
-            slot[0] = i
+            slot[0] = area.lo + i
             return area.flat[i]
     if area.sparse == NULL:
         return NULL
@@ -222,6 +302,7 @@ cdef inline void area_free(Area* area) noexcept:
     cdef PyObject* value
     area.flat = NULL
     area.sparse = NULL
+    area.lo = 0
     area.size = 0
     while True:
         value = area_next(&detached, &position, &slot)

@@ -110,6 +110,21 @@ cdef extern from *:
     bint PC_INT_IN_PLACE
     bint pc_add_in_place(PyObject* value, object delta) noexcept
 
+cdef extern from *:
+    # A frame whose last reference is the exiting caller's (refcount 1 after the reset) is
+    # kept for the next entry: no allocation, no GC tracking, no deallocation. As for
+    # PC_INT_IN_PLACE, a refcount of 1 proves that nobody else holds it on GIL builds up to
+    # 3.13 only.
+    """
+    #if PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #define PC_FRAME_REUSE 1
+    #else
+    #define PC_FRAME_REUSE 0
+    #endif
+    """
+    bint PC_FRAME_REUSE
+    Py_ssize_t Py_REFCNT(object o)
+
 __all__ = [
     "ENABLED", "Container", "ContainerClosedError", "ContainerError", "PerContainer",
     "containers", "current", "enter_from", "host", "leave", "per_container", "wrap",
@@ -126,6 +141,25 @@ cdef enum:
     CLOSING = 2  # close() is closing the descendants
     WAITING = 3  # closed; a thread or task is inside, or a child still waits
     TEARDOWN = 4
+
+
+cdef extern from *:
+    """
+    /* 2**48 ids: a million containers a second for nine years. The fields end on bytes, so
+       reading state or direct is one byte load. */
+    typedef struct {
+        unsigned long long id : 48;
+        unsigned long long state : 8;
+        unsigned long long direct : 8;
+    } pc_ident;
+    """
+    ctypedef struct pc_ident:
+        uint64_t id  # never reused; 0: the host, or one made by __new__ alone
+        unsigned char state  # DEAD, LIVE, CLOSING, WAITING or TEARDOWN
+        # 1 while live with no group shared: the fast paths use this area with no other
+        # check. 0 when a group is shared (look up the storing container) or once dead
+        # (raise); and 0 in a Container made by __new__ alone, which is unusable.
+        unsigned char direct
 
 
 @cython.final
@@ -166,6 +200,7 @@ cdef set _groups = {"default"}
 cdef object _declaration_seq = itertools.count()
 
 cdef uint64_t _next_id = 0
+cdef uint64_t MAX_ID = 1ULL << 48  # the width of pc_ident.id
 
 
 cdef extern from *:
@@ -228,8 +263,8 @@ cdef object _due_teardowns = Deferred("the teardown of a discarded entry's conta
 
 cdef int _drop_discarded_user(Container container) noexcept:
     container.users -= 1
-    if container.state == WAITING and _unused(container):
-        container.state = TEARDOWN
+    if container.ident.state == WAITING and _unused(container):
+        container.ident.state = TEARDOWN
         try:
             _due_teardowns.defer(_teardown_discarded, container)
         except BaseException as error:  # a finalizer has no caller to raise to
@@ -239,7 +274,7 @@ cdef int _drop_discarded_user(Container container) noexcept:
 
 def _teardown_discarded(Container container):
     """The teardown of a discarded entry's container, on the worker: no caller to raise to."""
-    if container.state != TEARDOWN:  # only what _drop_discarded_user queued
+    if container.ident.state != TEARDOWN:  # only what _drop_discarded_user queued
         return
     for error in _teardown(container, True) or ():
         report_unraisable(f"Exception in the teardown of {container!r}", error, container)
@@ -253,7 +288,31 @@ cdef pc_contextvar no_cache
 no_cache.var_cached = NULL
 no_cache.var_cached_tsid = 0  # thread state ids start at 1
 cdef pc_contextvar* var_cache = &no_cache
+cdef extern from *:
+    """
+    /* No instances from Python code: the type's __new__, tp_new and construction vectorcall
+       go (this module calls its tp_new function directly). */
+    static int pc_seal_type(PyTypeObject *type) {
+        if (type->tp_dict != NULL && PyDict_DelItemString(type->tp_dict, "__new__") < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+                return -1;
+            }
+            PyErr_Clear();
+        }
+        type->tp_new = NULL;
+        type->tp_vectorcall = NULL;  /* Cython's fast construction calls it directly */
+        PyType_Modified(type);
+        return 0;
+    }
+    """
+    int pc_seal_type(PyTypeObject* type) except -1
+
+
 cdef PyTypeObject* frame_type = <PyTypeObject*>_Frame
+# Reads take a frame's container with no check, so only this module makes frames: one made
+# by Python code (type(frame)() on a frame from copy_context()) would hold None.
+pc_seal_type(frame_type)
+cdef PyTypeObject* coroutine_type = <PyTypeObject*>CoroutineType  # types holds it for good
 # What the var's cache is made to hold where the var has no value (the host is current):
 # PyContextVar_Get does not cache a miss, and the host is where most reads outside servers
 # run. A frame, so that the fast path needs no second test; set by nobody.
@@ -268,12 +327,17 @@ cdef inline PyObject* _cached_value(PyThreadState* ts) noexcept:
     return NULL
 
 
-cdef PyObject* _value_now(PyThreadState* ts) noexcept:
+cdef inline PyObject* _value_now(PyThreadState* ts) noexcept:
     """Return the var's value in this thread's context, borrowed (the context holds it); the
     host's frame where it has none. Never raises."""
     cdef PyObject* value = _cached_value(ts)
     if value != NULL:
         return value
+    return _value_uncached(ts)
+
+
+cdef PyObject* _value_uncached(PyThreadState* ts) noexcept:
+    cdef PyObject* value
     if PyContextVar_Get(_current_frame, NULL, &value) < 0:  # cannot fail for a ContextVar
         PyErr_Clear()
         value = NULL
@@ -368,6 +432,12 @@ def _ints_in_place():
     return PC_INT_IN_PLACE
 
 
+def _frames_reused():
+    """Return True if an exited frame nothing else holds is kept for the next entry (tests
+    check it is on for 3.10-3.13)."""
+    return PC_FRAME_REUSE
+
+
 def _reads_var_cache():
     """Return True if reads take the ContextVar's cache (tests check it is on for 3.10-3.13)."""
     return var_cache != &no_cache
@@ -413,7 +483,7 @@ def enter_from(dict containers, key):
         return None
     if not isinstance(found, Container):
         raise TypeError(f"enter_from() maps keys to Containers, not {type(found).__name__}")
-    if (<Container>found).state != LIVE:
+    if (<Container>found).ident.state != LIVE:
         return None
     _enter(<Container>found)
     return found
@@ -464,20 +534,16 @@ cdef _Extra _extra(Container c):
 cdef class Container:
     """A tenant: its own copy of every per-container variable."""
     cdef Area area
-    cdef uint64_t _id
+    cdef pc_ident ident  # id, state and direct in one word: the object stays 80 bytes
     cdef PyObject* prev  # the registry: a list in creation order that holds one reference
     cdef PyObject* next
     cdef _Extra extra  # None: no name, the host as parent, nothing shared, no children
+    cdef int row  # the container's row in the typed variables' columns; -1 for none
     cdef int users  # threads and tasks inside (by `with`) and pins; teardown waits for 0
-    cdef unsigned char state
-    # 1 while live with no group shared: the fast paths use this area with no other check.
-    # 0 when a group is shared (look up the storing container) or once dead (raise); and
-    # 0 in a Container made by __new__ alone, which is unusable.
-    cdef unsigned char direct
 
     def __init__(self, name=None, *, parent=None, share=()):
         global _next_id
-        if self._id != 0 or self is _host:
+        if self.ident.id != 0 or self is _host:
             raise TypeError("Container.__init__ may be called once only")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Container name must be a str or None, not {type(name).__name__}")
@@ -490,14 +556,16 @@ cdef class Container:
         cdef dict owners = None
         if shared and enabled:
             owners = _owners(up, shared)
-        if up.state != LIVE:
+        if up.ident.state != LIVE:
             raise ContainerClosedError(f"cannot create a child of closed {up!r}")
-        self._id = _next_id
+        if _next_id >= MAX_ID:  # ids are never reused
+            raise OverflowError(f"every container id up to {MAX_ID} was given out")
+        self.ident.id = _next_id
         _next_id += 1
-        self.area.row = take_row(self._id, shared) if enabled else -1
-        if up.state != LIVE:  # closed meanwhile: growing the typed storage ran Python code
-            release_row(self.area.row)
-            self.area.row = -1
+        self.row = take_row(self.ident.id, shared) if enabled else -1
+        if up.ident.state != LIVE:  # closed meanwhile: growing the typed storage ran Python code
+            release_row(self.row)
+            self.row = -1
             raise ContainerClosedError(f"cannot create a child of closed {up!r}")
         cdef _Extra extra = None
         if name is not None or up is not _host or shared:
@@ -513,9 +581,9 @@ cdef class Container:
                 up_extra.children = {}
             up_extra.children[self] = None
         self.extra = extra
-        self.direct = owners is None
+        self.ident.direct = owners is None
         _link(self)
-        self.state = LIVE
+        self.ident.state = LIVE
 
     def __dealloc__(self):
         area_free(&self.area)  # empty unless __init__ never ran to the end
@@ -524,7 +592,7 @@ cdef class Container:
     @property
     def id(self):
         """The container's unique id; never reused in the process. The host's is 0."""
-        return self._id
+        return self.ident.id
 
     @property
     def name(self):
@@ -536,7 +604,7 @@ cdef class Container:
     @property
     def parent(self):
         """The container this one was created from; None for the host."""
-        if self._id == 0:  # the host, or one not initialised
+        if self.ident.id == 0:  # the host, or one not initialised
             return None
         return _host if self.extra is None else self.extra.parent
 
@@ -548,13 +616,13 @@ cdef class Container:
     @property
     def closed(self):
         """True once close() was called."""
-        return self.state != LIVE
+        return self.ident.state != LIVE
 
     def __repr__(self):
-        if self._id == 0 and self is not _host:
+        if self.ident.id == 0 and self is not _host:
             return "<Container not initialised>"
-        closed = " closed" if self.state != LIVE else ""
-        return f"<Container id={self._id} name={self.name!r}{closed}>"
+        closed = " closed" if self.ident.state != LIVE else ""
+        return f"<Container id={self.ident.id} name={self.name!r}{closed}>"
 
     # -- entering ---------------------------------------------------------------------------
     def __enter__(self):
@@ -597,7 +665,7 @@ cdef class Container:
 
     def pin(self):
         """Count one more user without entering: close() tears down only after unpin()."""
-        if self.state != LIVE:
+        if self.ident.state != LIVE:
             raise ContainerClosedError(f"cannot pin closed {self!r}")
         cdef _Extra extra = _extra(self)
         extra.pins += 1
@@ -615,13 +683,13 @@ cdef class Container:
         """Close this container and its live descendants, run exit hooks, drop the values."""
         if self is _host:
             raise ContainerError("the host container cannot be closed")
-        if self._id == 0:
+        if self.ident.id == 0:
             raise TypeError(not_initialised("Container"))
-        if self.state != LIVE:
+        if self.ident.state != LIVE:
             return
-        self.state = CLOSING  # from here on, nothing can enter it or create children in it
-        if self.area.row >= 0:
-            close_row(self.area.row, _NO_GROUPS if self.extra is None else self.extra.shared)
+        self.ident.state = CLOSING  # from here on, nothing can enter it or create children in it
+        if self.row >= 0:
+            close_row(self.row, _NO_GROUPS if self.extra is None else self.extra.shared)
         errors = []
         if self.extra is not None and self.extra.children:
             for child in list(self.extra.children):
@@ -630,12 +698,12 @@ cdef class Container:
                 except BaseException as error:  # the parent closes whatever a child raised
                     errors.append(error)
         if _unused(self):
-            self.state = TEARDOWN
+            self.ident.state = TEARDOWN
             hook_errors = _teardown(self, True)
             if hook_errors:
                 errors.extend(hook_errors)
         else:
-            self.state = WAITING
+            self.ident.state = WAITING
         if errors:
             raise errors[0]
 
@@ -675,13 +743,39 @@ cdef inline bint _unused(Container container):
     return container.users == 0 and (container.extra is None or not container.extra.children)
 
 
+# A frame nothing references any more (see PC_FRAME_REUSE), for the next entry to take.
+cdef _Frame _spare_frame = None
+
+
+cdef inline _Frame _take_frame():
+    """Return a frame for an entry: the spare one, or a new one."""
+    global _spare_frame
+    cdef _Frame frame = _spare_frame
+    if frame is None:
+        return _Frame.__new__(_Frame)
+    _spare_frame = None
+    return frame
+
+
+cdef inline void _give_back(_Frame frame) noexcept:
+    """Keep an exited frame as the spare if the caller's reference is its last."""
+    global _spare_frame
+    if not PC_FRAME_REUSE or Py_REFCNT(frame) != 1 or _spare_frame is not None:
+        return  # held elsewhere (a context copied inside the entry): it dies when they let go
+    frame.token = None
+    frame.below = None
+    frame.container = _host  # never None: a frame's container is read with no check
+    if Py_REFCNT(frame) == 1 and _spare_frame is None:  # dropping the fields ran no code
+        _spare_frame = frame
+
+
 cdef int _enter(Container container) except -1:
     """Make container current in this thread or task (the work of `with container:`)."""
-    if container.state != LIVE:
+    if container.ident.state != LIVE:
         raise ContainerClosedError(f"cannot enter closed {container!r}")
     if not enabled:
         return 0
-    cdef _Frame frame = _Frame.__new__(_Frame)
+    cdef _Frame frame = _take_frame()
     frame.container = container
     frame.below = <object>_value_now(PyThreadState_Get())
     container.users += 1  # counted first: a close() run by the set below (a gc pass) waits
@@ -705,14 +799,15 @@ cdef int _exit(Container container) except -1:
     _restored(frame)
     frame.entered = 0
     _drop_user(container)
+    _give_back(frame)
     return 0
 
 
 cdef inline int _drop_user(Container container) except -1:
     """Count one user fewer; the last one out of a closed container tears it down."""
     container.users -= 1
-    if container.state == WAITING and _unused(container):
-        container.state = TEARDOWN
+    if container.ident.state == WAITING and _unused(container):
+        container.ident.state = TEARDOWN
         _teardown(container, False)
     return 0
 
@@ -734,23 +829,23 @@ cdef list _teardown(Container container, bint raise_errors):
     if area_next(&container.area, &position, &slot) != NULL:  # no value, no hook to run
         errors = _run_hooks(container, raise_errors)
     # Unlink first, free last: a dying value's __del__ finds a dead, empty container.
-    container.state = DEAD
-    container.direct = 0
+    container.ident.state = DEAD
+    container.ident.direct = 0
     cdef Container parent = _host
     if container.extra is not None:
         container.extra.owners = None
         parent = container.extra.parent
-    cdef int row = container.area.row
+    cdef int row = container.row
     if row >= 0:
-        container.area.row = -1
+        container.row = -1
         release_row(row)
     area_free(&container.area)
     _unlink(container)
     if parent is not _host and parent.extra.children is not None:
         parent.extra.children.pop(container, None)
-        if parent.state == WAITING and _unused(parent):
+        if parent.ident.state == WAITING and _unused(parent):
             # The parent was closed while this one still had someone inside.
-            parent.state = TEARDOWN
+            parent.ident.state = TEARDOWN
             try:
                 _teardown(parent, False)
             except BaseException as error:  # raised after this one's own
@@ -877,7 +972,7 @@ cdef list _snapshot(bint live_only):
         node = _first
         i = 0
         while node != NULL:
-            if not live_only or (<Container>node).state == LIVE:
+            if not live_only or (<Container>node).ident.state == LIVE:
                 Py_INCREF(<object>node)
                 PyList_SET_ITEM(result, i, <object>node)
                 i += 1
@@ -889,7 +984,7 @@ cdef Py_ssize_t _count(bint live_only) noexcept:
     cdef PyObject* node = _first
     cdef Py_ssize_t count = 0
     while node != NULL:
-        if not live_only or (<Container>node).state == LIVE:
+        if not live_only or (<Container>node).ident.state == LIVE:
             count += 1
         node = (<Container>node).next
     return count
@@ -897,20 +992,20 @@ cdef Py_ssize_t _count(bint live_only) noexcept:
 
 cdef inline Container _storage(Container c, str group):
     """Return the container whose area holds `group`'s variables for c."""
-    if c.state == DEAD:
+    if c.ident.state == DEAD:
         return c  # every access through a dead container raises, shared groups included
     if not enabled:
         return _host
-    if c.direct:
+    if c.ident.direct:
         return c
     return <Container>c.extra.owners.get(group, c)
 
 
 cdef Container _new_host():
     cdef Container c = Container.__new__(Container)
-    c.area.row = take_row(0, _NO_GROUPS)
-    c.direct = 1
-    c.state = LIVE
+    c.row = take_row(0, _NO_GROUPS)
+    c.ident.direct = 1
+    c.ident.state = LIVE
     _link(c)
     return c
 
@@ -921,7 +1016,7 @@ cdef object _run(Container container, object fn, tuple args, dict kwargs):
         result = fn(*args, **kwargs)
     finally:
         _exit(container)
-    if type(result) is CoroutineType:
+    if Py_TYPE(<PyObject*>result) == coroutine_type:
         return _run_inside(container, result)
     return result
 
@@ -951,7 +1046,7 @@ cdef object _run_vector(object self, PyObject** args, Py_ssize_t nargs, PyObject
         result = PyObject_Vectorcall(<object>args[0], args + 1, <size_t>(nargs - 1), kwnames)
     finally:
         _exit(container)
-    if type(result) is CoroutineType:
+    if Py_TYPE(<PyObject*>result) == coroutine_type:
         return _run_inside(container, result)
     return result
 
@@ -1193,7 +1288,7 @@ if hasattr(os, "register_at_fork"):
 
 cdef inline int _store_value(Container c, Py_ssize_t slot, object value) except -1:
     """Put value at slot in c's area, dropping the old value last."""
-    if c.state == DEAD:
+    if c.ident.state == DEAD:
         raise ContainerClosedError(f"cannot write in closed {c!r}")
     cdef PyObject** where = area_slot(&c.area, slot)
     cdef PyObject* old = where[0]
@@ -1301,12 +1396,12 @@ pc_box_init()
 
 cdef inline Container _owner(PerContainer var, Container c):
     """Return the container storing var's group for c (the current one, where none is shared)."""
-    return c if c.direct else _storage(c, var.record.group)
+    return c if c.ident.direct else _storage(c, var.record.group)
 
 
 cdef Container _open_owner(PerContainer var, str what):
     cdef Container owner = _owner(var, _current())
-    if owner.state == DEAD:
+    if owner.ident.state == DEAD:
         raise ContainerClosedError(f"{var.record.name!r} {what} in closed {owner!r}")
     return owner
 
@@ -1391,7 +1486,7 @@ cdef int _write(Column column, Container owner, object value) except -1:
     else:
         number = PyLong_AsLongLong(value)
     column.note(value)  # an exact number compared: no Python code, but before `at` anyway
-    cdef char* at = cell(column, owner.area.row)
+    cdef char* at = cell(column, owner.row)
     if column.kind == KIND_FLOAT:
         if column.itemsize == 8:
             (<double*>at)[0] = real
@@ -1407,11 +1502,11 @@ cdef int _write(Column column, Container owner, object value) except -1:
 
 
 cdef object _typed_get(PerContainer var, Container owner):
-    if owner.state == DEAD:
+    if owner.ident.state == DEAD:
         raise ContainerClosedError(f"{var.record.name!r} read in closed {owner!r}")
     cdef Column column = var.column
     if column.kind != KIND_VIEW:
-        return _read(column, cell(column, owner.area.row))
+        return _read(column, cell(column, owner.row))
     return _typed_view(var, owner)
 
 
@@ -1420,8 +1515,8 @@ cdef object _typed_view(PerContainer var, Container owner):
     cdef PyObject* held = area_get(&owner.area, var.slot)
     if held != NULL:
         return <object>held
-    view = make_row_view(var.column, owner.area.row)
-    if owner.state == DEAD:  # torn down while the view was made: it goes with the error
+    view = make_row_view(var.column, owner.row)
+    if owner.ident.state == DEAD:  # torn down while the view was made: it goes with the error
         raise ContainerClosedError(f"{var.record.name!r} read in closed {owner!r}")
     held = area_get(&owner.area, var.slot)
     if held != NULL:  # another thread made one meanwhile
@@ -1438,18 +1533,18 @@ cdef int _typed_set(PerContainer var, object value) except -1:
     if column.kind == KIND_VIEW:
         raw = column.spec.convert_array(value).tobytes()
         owner = _open_owner(var, "set")
-        memcpy(cell(column, owner.area.row), <char*>raw, column.row_bytes)
+        memcpy(cell(column, owner.row), <char*>raw, column.row_bytes)
         return 0
     if column.kind == KIND_FLOAT and column.itemsize == 8 and PyFloat_CheckExact(value):
         owner = _open_owner(var, "set")
-        (<double*>cell(column, owner.area.row))[0] = PyFloat_AS_DOUBLE(value)
+        (<double*>cell(column, owner.row))[0] = PyFloat_AS_DOUBLE(value)
         return 0
     if (column.kind == KIND_INT or column.kind == KIND_UINT and column.itemsize < 8) \
             and PyLong_CheckExact(value):
         number = PyLong_AsLongLongAndOverflow(value, &overflow)
         if not overflow and column.low <= number <= column.high:
             owner = _open_owner(var, "set")
-            _store_int(cell(column, owner.area.row), column.itemsize, number)
+            _store_int(cell(column, owner.row), column.itemsize, number)
             return 0
     value = column.spec.convert(value)  # raises TypeError or OverflowError, storing nothing
     owner = _open_owner(var, "set")
@@ -1474,7 +1569,7 @@ cdef object _typed_add(PerContainer var, object delta):
         delta = column.spec.convert_delta(delta)
     step = PyLong_AsLongLongAndOverflow(delta, &overflow)
     if not overflow:
-        at = cell(column, _open_owner(var, "add").area.row)
+        at = cell(column, _open_owner(var, "add").row)
         if kind == KIND_UINT and column.itemsize == 8:
             if not pc_add_ull((<uint64_t*>at)[0], step, &unsigned_new) and (
                     column.high < 0 or unsigned_new <= <unsigned long long>column.high):
@@ -1491,10 +1586,10 @@ cdef object _typed_add(PerContainer var, object delta):
     # from another thread meanwhile is not lost.
     cdef Container owner
     while True:
-        before = _read(column, cell(column, _open_owner(var, "add").area.row))
+        before = _read(column, cell(column, _open_owner(var, "add").row))
         result = column.spec.add(before, delta)
         owner = _open_owner(var, "add")
-        if _read(column, cell(column, owner.area.row)) == before:  # exact numbers: no Python
+        if _read(column, cell(column, owner.row)) == before:  # exact numbers: no Python
             _write(column, owner, result)  # code from the read to the write
             return result
 
@@ -1504,7 +1599,7 @@ cdef object _float_add(PerContainer var, object delta):
     if not (PyFloat_CheckExact(delta) or PyLong_CheckExact(delta)):
         delta = column.spec.convert_delta(delta)
     cdef double step = PyFloat_AsDouble(delta)  # an int too large raises, storing nothing
-    cdef char* at = cell(column, _open_owner(var, "add").area.row)
+    cdef char* at = cell(column, _open_owner(var, "add").row)
     cdef double new
     if column.itemsize == 8:
         new = (<double*>at)[0] + step
@@ -1531,10 +1626,10 @@ cdef object _view_add(PerContainer var, object delta):
     step = spec.convert_array(delta)
     while True:
         owner = _open_owner(var, "add")
-        before = PyBytes_FromStringAndSize(cell(column, owner.area.row), column.row_bytes)
+        before = PyBytes_FromStringAndSize(cell(column, owner.row), column.row_bytes)
         after = spec.add_array(spec.from_bytes(before), step).tobytes()
         owner = _open_owner(var, "add")
-        at = cell(column, owner.area.row)
+        at = cell(column, owner.row)
         if memcmp(at, <char*>before, column.row_bytes) == 0:
             memcpy(at, <char*>after, column.row_bytes)
             return _typed_view(var, owner)
@@ -1630,10 +1725,10 @@ cdef class PerContainer:
         cdef PyObject* c = _current_ptr()
         cdef PyObject* value
         if self.column is not None:  # (attribute chains on self.column take no reference)
-            if self.column.counter and (<Container>c).direct:
-                return pc_box_ll((<int64_t*>self.column.flat)[(<Container>c).area.row])
+            if self.column.counter and (<Container>c).ident.direct:
+                return pc_box_ll((<int64_t*>self.column.flat)[(<Container>c).row])
             return _typed_get(self, _owner(self, <Container>c))
-        if (<Container>c).direct:
+        if (<Container>c).ident.direct:
             value = area_get(&(<Container>c).area, self.slot)
             if value != NULL:
                 return <object>value
@@ -1654,7 +1749,7 @@ cdef class PerContainer:
 
     cdef object _miss(self, Container owner):
         cdef _Record record = self.record
-        if owner.state == DEAD:
+        if owner.ident.state == DEAD:
             raise ContainerClosedError(f"{record.name!r} read in closed {owner!r}")
         if record.factory is not None:
             return self._run_factory(owner)
@@ -1678,7 +1773,7 @@ cdef class PerContainer:
         while True:
             # Atomic under the GIL: no Python code runs from the check to the insertion (the
             # key's hash and compare are C), nor to the check of the wait and its mark.
-            if owner.state == DEAD:
+            if owner.ident.state == DEAD:
                 raise ContainerClosedError(f"{record.name!r} read in closed {owner!r}")
             held = area_get(&owner.area, self.slot)
             if held != NULL:
@@ -1697,7 +1792,7 @@ cdef class PerContainer:
         token = _making.set(making_now)
         try:
             value = _call_inside(owner, record.factory, ())
-            if owner.state != DEAD:
+            if owner.ident.state != DEAD:
                 held = area_get(&owner.area, self.slot)
                 if held != NULL:
                     installed = <object>held  # a set() meanwhile wins
@@ -1725,7 +1820,7 @@ cdef class PerContainer:
             _typed_set(self, value)
             return
         cdef PyObject* c = _current_ptr()
-        if (<Container>c).direct:
+        if (<Container>c).ident.direct:
             _store_value(<Container>c, self.slot, value)
         else:
             _check_bound(self)
@@ -1747,15 +1842,15 @@ cdef class PerContainer:
         if self.column is not None:
             # The common counter inline: int64, in a live owner that shares nothing.
             owner = _current_ptr()
-            if self.column.counter and (<Container>owner).direct:
+            if self.column.counter and (<Container>owner).ident.direct:
                 boxed = pc_counter_add(
-                    <int64_t*>self.column.flat + (<Container>owner).area.row, <PyObject*>delta)
+                    <int64_t*>self.column.flat + (<Container>owner).row, <PyObject*>delta)
                 if boxed != NULL:
                     return <object>boxed
             return _typed_add(self, delta)
         cdef PyObject* current = _current_ptr()
         cdef PyObject* held
-        if (<Container>current).direct:
+        if (<Container>current).ident.direct:
             held = area_get(&(<Container>current).area, self.slot)
             if held != NULL and pc_add_in_place(held, delta):
                 return <object>held
@@ -1765,7 +1860,7 @@ cdef class PerContainer:
         """Make the variable unset again in the current container (a typed one: its default)."""
         cdef char* at
         if self.column is not None:
-            at = cell(self.column, _open_owner(self, "reset").area.row)
+            at = cell(self.column, _open_owner(self, "reset").row)
             if self.column.fill is None:
                 memset(at, 0, self.column.row_bytes)
             else:
@@ -1773,7 +1868,7 @@ cdef class PerContainer:
             return
         _check_bound(self)
         cdef Container c = _storage(_current(), self.record.group)
-        if c.state == DEAD:
+        if c.ident.state == DEAD:
             raise ContainerClosedError(f"{self.record.name!r} reset in closed {c!r}")
         Py_XDECREF(area_take(&c.area, self.slot))
 
