@@ -46,6 +46,11 @@ GOOD_HOSTS = [
     ("localhost", "localhost"),
     ("127.0.0.1:80", "127.0.0.1"),
     ("a-b.c-d.example", "a-b.c-d.example"),
+    ("acme.example:65535", "acme.example"),
+    ("[::1]:8000", "[::1]"),  # an IPv6 literal keeps its brackets, as in a URL
+    ("[::1]", "[::1]"),
+    ("[2001:DB8::1]:443", "[2001:db8::1]"),
+    ("[::ffff:192.0.2.1]", "[::ffff:192.0.2.1]"),
 ]
 
 BAD_HOSTS = [
@@ -61,7 +66,20 @@ BAD_HOSTS = [
     "acme.example:",
     "acme.example:port",
     "acme.example:123456",
-    "[::1]:8000",
+    "acme.example:65536",
+    "::1",  # an IPv6 address without its brackets
+    "[::1",
+    "::1]",
+    "[::1]:",
+    "[::1]:port",
+    "[::1]]:80",
+    "[]",
+    "[:::]",
+    "[1::2::3]",
+    "[12345::1]",
+    "[fe80::1%25eth0]",  # a zone id: never sent in a Host header
+    "[v1.future]",
+    "[acme.example]",
     "user@acme.example",
     "acme.example/path",
     "a" * 64 + ".example",  # a label longer than 63
@@ -160,6 +178,8 @@ def test_asgi_host_key_function() -> None:
     assert asgi.host_key(http_scope("ACME.example:8000")) == "acme.example"
     assert asgi.host_key(http_scope(None, headers=[(b"HOST", b"Big.Example")])) == "big.example"
     assert asgi.host_key(http_scope(None)) is None
+    assert asgi.host_key(http_scope("[::1]:8000")) == "[::1]"
+    assert asgi.host_key(http_scope(None, headers=[(b"host", bytearray(b"[::1]"))])) == "[::1]"
 
 
 @pytest.mark.parametrize("header", BAD_HOSTS)
@@ -493,6 +513,12 @@ def test_wsgi_host_routing(reg: TenantRegistry, header: str, key: str) -> None:
     if ENABLED:
         assert calls[0] is reg.get(key)
         assert data == key.encode()
+
+
+def test_wsgi_host_key_function() -> None:
+    assert wsgi.host_key(environ_for("ACME.example:8000")) == "acme.example"
+    assert wsgi.host_key(environ_for("[::1]:8000")) == "[::1]"
+    assert wsgi.host_key(environ_for(None)) is None
 
 
 @pytest.mark.parametrize("header", BAD_HOSTS)

@@ -1,4 +1,5 @@
-"""The ASGI server: `python -m uvicorn examples.tenant_server.app:app` (one tenant per Host).
+"""The ASGI app: `python -m examples.tenant_server asgi` serves it on uvicorn (one tenant per
+Host header, at most MAX_TENANTS kept).
 
 `plain_app` is the same app without the middleware: every request then lands in the host;
 `contextvar_app` sets and resets one bare ContextVar around it (both used to measure what the
@@ -14,8 +15,9 @@ from typing import Any
 
 from percontainer import current
 from percontainer.asgi import TenantMiddleware
+from percontainer.registry import TenantRegistry
 
-from .state import hit
+from .state import MAX_TENANTS, respond
 
 
 async def _body(receive: Any) -> bytes:
@@ -41,14 +43,15 @@ async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "more_body": part < 2,
                         "body": f"{current().name}:{part}\n".encode()})
         return
-    payload = json.dumps(hit(scope["path"], scope["method"], await _body(receive))).encode()
-    await send({"type": "http.response.start", "status": 200,
+    status, answer = respond(scope["path"], scope["method"], await _body(receive))
+    payload = json.dumps(answer).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
 
 
-app = TenantMiddleware(plain_app)
+app = TenantMiddleware(plain_app, registry=TenantRegistry(max_tenants=MAX_TENANTS))
 
 _request_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("request_tenant")
 

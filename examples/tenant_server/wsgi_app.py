@@ -1,4 +1,4 @@
-"""The WSGI twin, served by a threaded server: `python -m examples.tenant_server wsgi`."""
+"""The WSGI twin: `python -m examples.tenant_server wsgi` serves it on waitress (threaded)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from percontainer import current
+from percontainer.registry import TenantRegistry
 from percontainer.wsgi import TenantMiddleware
 
-from .state import hit
+from .state import MAX_TENANTS, respond
+
+_STATUS_LINES = {200: "200 OK", 404: "404 Not Found"}
 
 
 def plain_app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -18,10 +21,10 @@ def plain_app(environ: dict[str, Any], start_response: Any) -> Any:
         return _stream()
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
-    payload = json.dumps(hit(environ.get("PATH_INFO", "/"), environ["REQUEST_METHOD"],
-                             body)).encode()
-    start_response("200 OK", [("content-type", "application/json"),
-                              ("content-length", str(len(payload)))])
+    status, answer = respond(environ.get("PATH_INFO", "/"), environ["REQUEST_METHOD"], body)
+    payload = json.dumps(answer).encode()
+    start_response(_STATUS_LINES[status], [("content-type", "application/json"),
+                                           ("content-length", str(len(payload)))])
     return [payload]
 
 
@@ -30,4 +33,4 @@ def _stream() -> Iterator[bytes]:
         yield f"{current().name}:{part}\n".encode()
 
 
-app = TenantMiddleware(plain_app)
+app = TenantMiddleware(plain_app, registry=TenantRegistry(max_tenants=MAX_TENANTS))
