@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import inspect
 import itertools
 import os
 import threading
@@ -76,6 +77,13 @@ if TYPE_CHECKING:
         factory's return type, which a checker learns only at the decorated function."""
 
         def __call__(self, factory: Callable[[], T], /) -> PerContainer[T]: ...
+
+
+def _signature_of(init: Callable[..., None]) -> inspect.Signature:
+    """Return what inspect.signature() shows for a class: its __init__'s parameters (it would
+    read the __new__ that takes anything, so that __init__'s checks give the messages)."""
+    signature = inspect.signature(init)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
 
 
 #: False when PERCONTAINER_DISABLE was set at import: every container uses the host's storage.
@@ -337,6 +345,11 @@ class Container:
     _children: dict[Container, None] | None  # children not yet torn down, made on the first
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Container:
+        if len(args) > 1:  # Python's own message would not say what to write instead
+            example = "host" if args[1] is host else "..."
+            raise TypeError(f"Container() takes 1 positional argument (the name) but {len(args)} "
+                            "were given: parent and share are keyword-only, as in "
+                            f"Container({args[0]!r}, parent={example})")
         container = super().__new__(cls)
         # Until __init__ runs (made by __new__ alone, it never does): dead, with nothing stored;
         # id 0, which only the host has otherwise.
@@ -388,6 +401,8 @@ class Container:
                     parent._children = {}
                 parent._children[self] = None
             _holding[self] = None
+
+    __signature__ = _signature_of(__init__)
 
     # -- attributes -----------------------------------------------------------------------
     @property
@@ -807,6 +822,10 @@ class PerContainer(Generic[T]):
 
     # Self, not PerContainer[Any]: checkers then take the value type from __init__'s overloads.
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        if len(args) > 1:  # Python's own message would not say what to write instead
+            raise TypeError(f"PerContainer() takes 1 positional argument (the name) but "
+                            f"{len(args)} were given: default and the rest are keyword-only, as "
+                            f"in PerContainer({args[0]!r}, default={args[1]!r})")
         var = super().__new__(cls)
         # Until __init__ binds it (made by __new__ alone, it never is): reads miss the area,
         # and everything else reads the record, which raises (see _Unbound).
@@ -876,6 +895,8 @@ class PerContainer(Generic[T]):
                           group, on_exit)
         spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
         self._bind(_declare(name, group, default, has_default, factory, on_exit, spec))
+
+    __signature__ = _signature_of(__init__)
 
     def _bind(self, record: _Record) -> None:
         self._record = record
