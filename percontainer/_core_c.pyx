@@ -1,6 +1,7 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, embedsignature.format=clinic
 # cython: binding=False, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 # cython: auto_pickle=False
+# (clinic: the signatures go to __text_signature__, where inspect.signature() and help() read them)
 """The compiled core: the same names and semantics as _core_py.py, which is the reference.
 
 Storage (the kernel's per-cpu area): every container owns an *area* (_area.pxd) of
@@ -37,6 +38,7 @@ from percontainer._rows_c cimport (
 import contextvars
 import functools
 import heapq
+import inspect
 import itertools
 import os
 import threading
@@ -532,7 +534,10 @@ cdef _Extra _extra(Container c):
 @cython.no_gc  # see the module docstring: no cycle through a container outlives close()
 @cython.freelist(64)
 cdef class Container:
-    """A tenant: its own copy of every per-container variable."""
+    """Container(name=None, *, parent=None, share=())
+--
+
+A tenant: its own copy of every per-container variable."""
     cdef Area area
     cdef pc_ident ident  # id, state and direct in one word: the object stays 80 bytes
     cdef PyObject* prev  # the registry: a list in creation order that holds one reference
@@ -541,8 +546,13 @@ cdef class Container:
     cdef int row  # the container's row in the typed variables' columns; -1 for none
     cdef int users  # threads and tasks inside (by `with`) and pins; teardown waits for 0
 
-    def __init__(self, name=None, *, parent=None, share=()):
+    def __init__(self, name=None, *args, parent=None, share=()):
         global _next_id
+        if args:  # Cython's own message would not say what to write instead
+            example = "host" if args[0] is _host else "..."
+            raise TypeError(f"Container() takes 1 positional argument (the name) but "
+                            f"{len(args) + 1} were given: parent and share are keyword-only, as "
+                            f"in Container({name!r}, parent={example})")
         if self.ident.id != 0 or self is _host:
             raise TypeError("Container.__init__ may be called once only")
         if name is not None and not isinstance(name, str):
@@ -1659,8 +1669,21 @@ cdef class PerContainer:
     def __cinit__(self):
         self.slot = NO_SLOT  # until bound: reads miss, writes raise, as _check_bound does
 
-    def __init__(self, name, *, default=_UNSET, factory=None, group="default", on_exit=None,
+    # What inspect.signature() shows (a docstring's text signature, as Container has, cannot
+    # hold the <unset> default): the twin's, without its annotations.
+    __signature__ = inspect.Signature([
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *[inspect.Parameter(keyword, inspect.Parameter.KEYWORD_ONLY, default=value)
+          for keyword, value in (("default", _UNSET), ("factory", None), ("group", "default"),
+                                 ("on_exit", None), ("dtype", None), ("shape", ()))],
+    ])
+
+    def __init__(self, name, *args, default=_UNSET, factory=None, group="default", on_exit=None,
                  dtype=None, shape=()):
+        if args:  # Cython's own message would not say what to write instead
+            raise TypeError(f"PerContainer() takes 1 positional argument (the name) but "
+                            f"{len(args) + 1} were given: default and the rest are keyword-only, "
+                            f"as in PerContainer({name!r}, default={args[0]!r})")
         if self.record is not None:  # rebinding would move the slot under running code
             raise TypeError("PerContainer.__init__ may be called once only; "
                             "declare another variable with PerContainer(name, ...)")

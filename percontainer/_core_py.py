@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import inspect
 import itertools
 import os
 import threading
@@ -16,7 +17,8 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import CoroutineType
-from typing import Any, Generic, NoReturn, ParamSpec, SupportsIndex, TypeVar, cast, overload
+from typing import (TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, SupportsIndex, TypeVar, cast,
+                    overload)
 
 import numpy as np
 
@@ -49,6 +51,40 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
+S = TypeVar("S", bound=np.generic)  # the numpy scalar type of a typed array variable
+
+if TYPE_CHECKING:
+    import sys
+    from typing import Protocol, SupportsFloat, TypeAlias
+
+    import numpy.typing as npt
+
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:  # checkers know typing_extensions; it is never imported at run time
+        from typing_extensions import Self
+
+    # What a typed variable's dtype= tells a checker about the values get() returns: bool,
+    # int or float for a scalar; for anything else (a dtype string), Any.
+    _BoolDType: TypeAlias = type[bool] | type[np.bool_] | np.dtype[np.bool_]
+    _IntDType: TypeAlias = type[int] | type[np.integer[Any]] | np.dtype[np.integer[Any]]
+    _FloatDType: TypeAlias = type[float] | type[np.floating[Any]] | np.dtype[np.floating[Any]]
+    # A typed array variable's shape: an int or a non-empty tuple (() makes a scalar).
+    _Shape: TypeAlias = int | tuple[int, ...]
+
+    class _Declarator(Protocol):
+        """What @per_container(...) without dtype= or on_exit= returns: generic in the
+        factory's return type, which a checker learns only at the decorated function."""
+
+        def __call__(self, factory: Callable[[], T], /) -> PerContainer[T]: ...
+
+
+def _signature_of(init: Callable[..., None]) -> inspect.Signature:
+    """Return what inspect.signature() shows for a class: its __init__'s parameters (it would
+    read the __new__ that takes anything, so that __init__'s checks give the messages)."""
+    signature = inspect.signature(init)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
 
 #: False when PERCONTAINER_DISABLE was set at import: every container uses the host's storage.
 ENABLED: bool = not DISABLED
@@ -309,6 +345,11 @@ class Container:
     _children: dict[Container, None] | None  # children not yet torn down, made on the first
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Container:
+        if len(args) > 1:  # Python's own message would not say what to write instead
+            example = "host" if args[1] is host else "..."
+            raise TypeError(f"Container() takes 1 positional argument (the name) but {len(args)} "
+                            "were given: parent and share are keyword-only, as in "
+                            f"Container({args[0]!r}, parent={example})")
         container = super().__new__(cls)
         # Until __init__ runs (made by __new__ alone, it never does): dead, with nothing stored;
         # id 0, which only the host has otherwise.
@@ -360,6 +401,8 @@ class Container:
                     parent._children = {}
                 parent._children[self] = None
             _holding[self] = None
+
+    __signature__ = _signature_of(__init__)
 
     # -- attributes -----------------------------------------------------------------------
     @property
@@ -777,7 +820,12 @@ class PerContainer(Generic[T]):
 
     __slots__ = ("_record", "_slot", "_column", "__weakref__")
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> PerContainer[Any]:
+    # Self, not PerContainer[Any]: checkers then take the value type from __init__'s overloads.
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        if len(args) > 1:  # Python's own message would not say what to write instead
+            raise TypeError(f"PerContainer() takes 1 positional argument (the name) but "
+                            f"{len(args)} were given: default and the rest are keyword-only, as "
+                            f"in PerContainer({args[0]!r}, default={args[1]!r})")
         var = super().__new__(cls)
         # Until __init__ binds it (made by __new__ alone, it never is): reads miss the area,
         # and everything else reads the record, which raises (see _Unbound).
@@ -786,9 +834,58 @@ class PerContainer(Generic[T]):
         var._column = None
         return var
 
-    def __init__(self, name: str, *, default: T = _UNSET, factory: Callable[[], T] | None = None,
-                 group: str = "default", on_exit: Callable[[T], object] | None = None,
-                 dtype: Any = None, shape: int | tuple[int, ...] = ()) -> None:
+    # The declarations a checker tells apart, so that each infers the value type: an object
+    # variable's is its default's or its factory's (or the annotation's); a typed one's is
+    # what get() returns for its dtype and shape. An object variable takes no shape=, and a
+    # typed one no factory= or on_exit= (both raise TypeError).
+    @overload
+    def __init__(self, name: str, *, default: T, group: str = "default",
+                 on_exit: Callable[[T], object] | None = None) -> None: ...
+
+    @overload
+    def __init__(self, name: str, *, factory: Callable[[], T], group: str = "default",
+                 on_exit: Callable[[T], object] | None = None) -> None: ...
+
+    @overload
+    def __init__(self, name: str, *, group: str = "default",
+                 on_exit: Callable[[T], object] | None = None) -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[bool], name: str, *, dtype: _BoolDType,
+                 shape: tuple[()] = (), default: bool | np.bool_ = ...,
+                 group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[int], name: str, *, dtype: _IntDType, shape: tuple[()] = (),
+                 default: SupportsIndex = ..., group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[float], name: str, *, dtype: _FloatDType,
+                 shape: tuple[()] = (), default: SupportsFloat | SupportsIndex = ...,
+                 group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[npt.NDArray[np.void]], name: str, *,
+                 dtype: np.dtype[np.void], shape: tuple[()] = (), default: npt.ArrayLike = ...,
+                 group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[Any], name: str, *, dtype: str, shape: tuple[()] = (),
+                 default: npt.ArrayLike = ..., group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[npt.NDArray[S]], name: str, *, dtype: type[S] | np.dtype[S],
+                 shape: _Shape, default: npt.ArrayLike = ..., group: str = "default") -> None: ...
+
+    @overload
+    def __init__(self: PerContainer[npt.NDArray[Any]], name: str, *,
+                 dtype: type[bool | int | float] | str, shape: _Shape,
+                 default: npt.ArrayLike = ..., group: str = "default") -> None: ...
+
+    def __init__(self, name: str, *, default: Any = _UNSET,
+                 factory: Callable[[], T] | None = None, group: str = "default",
+                 on_exit: Callable[[T], object] | None = None, dtype: Any = None,
+                 shape: int | tuple[int, ...] = ()) -> None:
         if self._record is not _UNBOUND:  # rebinding would move the slot under running code
             raise TypeError("PerContainer.__init__ may be called once only; "
                             "declare another variable with PerContainer(name, ...)")
@@ -798,6 +895,8 @@ class PerContainer(Generic[T]):
                           group, on_exit)
         spec = spec_for(name, dtype, shape, default, has_default, factory, on_exit)
         self._bind(_declare(name, group, default, has_default, factory, on_exit, spec))
+
+    __signature__ = _signature_of(__init__)
 
     def _bind(self, record: _Record) -> None:
         self._record = record
@@ -1014,7 +1113,15 @@ class PerContainer(Generic[T]):
         return self._column
 
     # -- writing ----------------------------------------------------------------------------
-    def set(self, value: T) -> None:
+    # A typed array variable's set() broadcasts any array-like; every other variable's takes
+    # its value type.
+    @overload
+    def set(self: PerContainer[npt.NDArray[S]], value: npt.ArrayLike) -> None: ...
+
+    @overload
+    def set(self, value: T) -> None: ...
+
+    def set(self, value: Any) -> None:
         """Set the current container's value."""
         if self._column is not None:
             return self._typed_set(value)
@@ -1090,6 +1197,20 @@ class PerContainer(Generic[T]):
                 pairs.append((container, area[slot]))
         return pairs
 
+    # The reductions' types, from the value type: numbers give Python numbers (a bool sum
+    # counts, a mean is a float), typed arrays give arrays (an int sum an object array).
+    @overload
+    def sum(self: PerContainer[bool] | PerContainer[int]) -> int: ...
+
+    @overload
+    def sum(self: PerContainer[float]) -> float: ...
+
+    @overload
+    def sum(self: PerContainer[npt.NDArray[S]]) -> npt.NDArray[Any]: ...
+
+    @overload
+    def sum(self) -> Any: ...
+
     def sum(self) -> Any:
         """Return the total of the values over all live containers (0 if none is set)."""
         if self._column is not None:
@@ -1099,17 +1220,38 @@ class PerContainer(Generic[T]):
             result = result + value
         return result
 
-    def values(self) -> np.ndarray[Any, Any]:
+    def values(self) -> npt.NDArray[Any]:
         """Return a typed variable's values, one row per live container storing it."""
         return values(self._snapshot(self._typed_column("values"), WITH_IDENT))
+
+    @overload
+    def min(self: PerContainer[npt.NDArray[S]]) -> npt.NDArray[S]: ...
+
+    @overload
+    def min(self) -> T: ...
 
     def min(self) -> Any:
         """Return the least value over the live containers storing the typed variable."""
         return minimum(self._snapshot(self._typed_column("min"), WITH_LIVE))
 
+    @overload
+    def max(self: PerContainer[npt.NDArray[S]]) -> npt.NDArray[S]: ...
+
+    @overload
+    def max(self) -> T: ...
+
     def max(self) -> Any:
         """Return the greatest value over the live containers storing the typed variable."""
         return maximum(self._snapshot(self._typed_column("max"), WITH_LIVE))
+
+    @overload
+    def mean(self: PerContainer[bool] | PerContainer[int] | PerContainer[float]) -> float: ...
+
+    @overload
+    def mean(self: PerContainer[npt.NDArray[S]]) -> npt.NDArray[np.float64]: ...
+
+    @overload
+    def mean(self) -> Any: ...
 
     def mean(self) -> Any:
         """Return the mean over the live containers storing the typed variable (a float)."""
@@ -1136,15 +1278,68 @@ def _variable_named(name: str) -> PerContainer[Any]:
         return var
 
 
+# As for PerContainer.__init__: the forms a checker tells apart, each with its value type.
+# Without on_exit=, the decorator returned is generic, so the factory's return type decides.
 @overload
 def per_container(fn: Callable[[], T], /) -> PerContainer[T]: ...
 
 
 @overload
+def per_container(*, name: str | None = None, group: str = "default",
+                  on_exit: None = None) -> _Declarator: ...
+
+
+@overload
 def per_container(
-    *, name: str | None = None, group: str = "default", on_exit: Callable[[T], object] | None = None,
-    dtype: Any = None, shape: int | tuple[int, ...] = (),
+    *, name: str | None = None, group: str = "default", on_exit: Callable[[T], object],
 ) -> Callable[[Callable[[], T]], PerContainer[T]]: ...
+
+
+# bool is an int, and shape=() fits the array forms too: the first form that fits is the one.
+@overload
+def per_container(  # type: ignore[overload-overlap]  # see above
+    *, name: str | None = None, group: str = "default", dtype: _BoolDType, shape: tuple[()] = (),
+) -> Callable[[Callable[[], bool | np.bool_]], PerContainer[bool]]: ...
+
+
+@overload
+def per_container(  # type: ignore[overload-overlap]  # see above
+    *, name: str | None = None, group: str = "default", dtype: _IntDType, shape: tuple[()] = (),
+) -> Callable[[Callable[[], SupportsIndex]], PerContainer[int]]: ...
+
+
+@overload
+def per_container(  # type: ignore[overload-overlap]  # see above
+    *, name: str | None = None, group: str = "default", dtype: _FloatDType,
+    shape: tuple[()] = (),
+) -> Callable[[Callable[[], SupportsFloat | SupportsIndex]], PerContainer[float]]: ...
+
+
+@overload
+def per_container(
+    *, name: str | None = None, group: str = "default", dtype: np.dtype[np.void],
+    shape: tuple[()] = (),
+) -> Callable[[Callable[[], npt.ArrayLike]], PerContainer[npt.NDArray[np.void]]]: ...
+
+
+@overload
+def per_container(
+    *, name: str | None = None, group: str = "default", dtype: str, shape: tuple[()] = (),
+) -> Callable[[Callable[[], npt.ArrayLike]], PerContainer[Any]]: ...
+
+
+@overload
+def per_container(
+    *, name: str | None = None, group: str = "default", dtype: type[S] | np.dtype[S],
+    shape: _Shape,
+) -> Callable[[Callable[[], npt.ArrayLike]], PerContainer[npt.NDArray[S]]]: ...
+
+
+@overload
+def per_container(
+    *, name: str | None = None, group: str = "default", dtype: type[bool | int | float] | str,
+    shape: _Shape,
+) -> Callable[[Callable[[], npt.ArrayLike]], PerContainer[npt.NDArray[Any]]]: ...
 
 
 def per_container(
@@ -1154,13 +1349,16 @@ def per_container(
 ) -> PerContainer[T] | Callable[[Callable[[], T]], PerContainer[T]]:
     """Declare a per-container variable whose value the decorated function makes (with dtype=,
     a typed variable whose default the function returns, called once, now)."""
+    # Every argument goes on to PerContainer, whose checks (not the overloads) judge a mix.
+    declare_variable = cast("Callable[..., PerContainer[Any]]", PerContainer)
 
     def declare(factory: Callable[[], T]) -> PerContainer[T]:
         var_name = decorated_name(factory, name)
         if dtype is not None:
-            return PerContainer(var_name, default=factory(), group=group, on_exit=on_exit,
-                                dtype=dtype, shape=shape)
-        return PerContainer(var_name, factory=factory, group=group, on_exit=on_exit, shape=shape)
+            return declare_variable(var_name, default=factory(), group=group, on_exit=on_exit,
+                                    dtype=dtype, shape=shape)
+        return declare_variable(var_name, factory=factory, group=group, on_exit=on_exit,
+                                shape=shape)
 
     return declare if fn is None else declare(fn)
 
