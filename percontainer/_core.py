@@ -12,7 +12,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         per_container, wrap,
     )
 
-    IMPLEMENTATION = "python"
+    IMPLEMENTATION: str = "python"  # a str, not a literal: "cython" where it imports
 else:
     try:
         from ._core_c import (

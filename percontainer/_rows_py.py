@@ -95,7 +95,8 @@ class Column:
     def copy_rows(self, rows: int) -> np.ndarray[Any, Any]:
         """Return a copy of the first `rows` rows' copies, shape (rows, *shape)."""
         if self.spec.kind != VIEW:
-            return self.chunks[0][:rows].copy()
+            first: np.ndarray[Any, Any] = self.chunks[0][:rows].copy()  # Any on numpy < 2
+            return first
         parts, left = [], rows
         for chunk in self.chunks:
             if left <= 0:
