@@ -253,18 +253,20 @@ def _points() -> list[Point]:
 @pytest.mark.parametrize("sweeps", [3, 2], ids=["legend-beside", "legend-below"])
 def test_the_plot_keeps_colours_title_points_and_legend_apart(sweeps: int) -> None:
     pytest.importorskip("matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import to_hex
     from matplotlib.text import Text
 
     from percontainer.benchmark.plot import draw, title
 
-    chosen = list(dict.fromkeys(point.sweep for point in _points()))[:sweeps]
-    figure = draw([point for point in _points() if point.sweep in chosen],
-                  title(environment(), "quick"))
-    figure.draw_without_rendering()
-    heading = figure.get_suptitle()
+    heading = title(environment(), "quick")
     assert f"percontainer {percontainer_version()} ({percontainer.IMPLEMENTATION} core)" in heading
-    assert platform.python_version() in heading
+    assert f"{platform.python_implementation()} {platform.python_version()}" in heading
+    chosen = list(dict.fromkeys(point.sweep for point in _points()))[:sweeps]
+    figure = draw([point for point in _points() if point.sweep in chosen], heading)
+    FigureCanvasAgg(figure).draw()  # lays the figure out, so the boxes below are final
+    headings = [text for text in figure.findobj(Text) if text.get_text() == heading]
+    assert len(headings) == 1  # drawn once, above the panels
     panels = [axis for axis in figure.axes if axis.get_lines()]
     assert len(panels) == sweeps
     colours: dict[str, set[str]] = {}
@@ -285,9 +287,8 @@ def test_the_plot_keeps_colours_title_points_and_legend_apart(sweeps: int) -> No
     for axis in panels:
         assert not legend.overlaps(axis.get_window_extent())
     whole = figure.bbox
-    heading_box = next(text for text in figure.findobj(Text)
-                       if text.get_text() == heading).get_window_extent()
-    for box in [legend, heading_box] + [axis.get_tightbbox() for axis in panels]:
+    for box in [legend, headings[0].get_window_extent()] + [axis.get_tightbbox()
+                                                             for axis in panels]:
         assert box is not None
         assert whole.x0 <= box.x0 and box.x1 <= whole.x1
         assert whole.y0 <= box.y0 and box.y1 <= whole.y1
