@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m percontainer") ->
         "bench", help="percontainer against globals-in-structs and every peer, side by side")
     bench.add_argument("--full", action="store_true", help="the full sweeps (minutes)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench.add_argument("--plot", metavar="FILE.png", help="draw the scaling curves (matplotlib)")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="draw the scaling curves (matplotlib; the suffix names the format)")
     bench.add_argument("--disabled-worker", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("demo", help="three tenants served by asyncio tasks and threads")
     args, unknown = parser.parse_known_args(argv)
@@ -74,10 +75,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m percontainer") ->
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
         return demo()
-    from .benchmark.runner import Settings, disabled_worker, main_bench
+    from .benchmark.runner import Settings, check_outputs, disabled_worker, main_bench
 
     if args.disabled_worker:
         return disabled_worker(Settings(full=args.full))
+    problem = check_outputs(args.json, args.plot)  # now, not after the run has measured
+    if problem is not None:
+        bench.error(problem)
     return main_bench(args.full, args.json, args.plot)
 
 

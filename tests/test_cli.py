@@ -1,10 +1,12 @@
-"""The command line: `python -m percontainer demo`, and a reader that closes the pipe early."""
+"""The command line: `python -m percontainer demo`, a reader that closes the pipe early, and
+bench's outputs checked before it measures."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,70 @@ def test_an_unknown_option_shows_its_command_s_usage(capsys: pytest.CaptureFixtu
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "usage: python -m percontainer bench" in err and "--fast" in err
+
+
+@pytest.mark.parametrize("option, path, says", [
+    ("--json", "missing/bench.json", "missing does not exist; create it first"),
+    ("--json", ".", "is a directory; give a file name inside it"),
+    ("--json", "file.txt/bench.json", "file.txt is not a directory"),
+    ("--plot", "sweeps.txt", "is not a format matplotlib writes; end the name with one of"),
+    ("--plot", "sweeps", "no file suffix; end the name with one of"),
+])
+def test_bench_checks_its_outputs_before_measuring(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, option: str, path: str, says: str) -> None:
+    """A path the results could not be written to fails now, with bench's usage, not in a
+    traceback after the whole run."""
+    if option == "--plot":
+        pytest.importorskip("matplotlib")  # without it, --plot fails for that reason first
+    from percontainer.__main__ import main
+    from percontainer.benchmark import runner
+
+    def measuring(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the run started before its outputs were checked")
+
+    monkeypatch.setattr(runner, "main_bench", measuring)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", option, path])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m percontainer bench")
+    assert f"error: {option} {path}: " in err and says in err
+
+
+def test_bench_plot_without_matplotlib_names_the_extra(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    from percontainer.__main__ import main
+    from percontainer.benchmark import runner
+
+    def measuring(*args: object, **kwargs: object) -> int:
+        raise AssertionError("the run started before its outputs were checked")
+
+    monkeypatch.setattr(runner, "main_bench", measuring)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--plot", str(tmp_path / "sweeps.png")])
+    assert exited.value.code == 2
+    assert "--plot needs matplotlib: pip install 'percontainer[plot]'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
+                    reason="POSIX permissions, which root bypasses")
+def test_bench_refuses_a_read_only_file_up_front(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    from percontainer.__main__ import main
+    from percontainer.benchmark import runner
+
+    monkeypatch.setattr(runner, "main_bench", None)  # calling it would fail the test
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    kept.chmod(0o444)
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--json", str(kept)])
+    assert exited.value.code == 2
+    assert "the file is not writable; pick another path" in capsys.readouterr().err
+    assert kept.read_text() == "{}"

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from .contenders import FIELDS, OPERATIONS, Contender, NotApplicable, all_contenders
 from .runner import Settings, main_bench
-from .timing import Case, interleaved_medians, loop_overhead, traced_bytes
+from .timing import (
+    Case,
+    in_fresh_context,
+    interleaved_medians,
+    interleaved_samples,
+    loop_overhead,
+    traced_bytes,
+)
 
 __all__ = [
     "FIELDS", "OPERATIONS", "Case", "Contender", "NotApplicable", "Settings", "all_contenders",
-    "interleaved_medians", "loop_overhead", "main_bench", "traced_bytes",
+    "in_fresh_context", "interleaved_medians", "interleaved_samples", "loop_overhead",
+    "main_bench", "traced_bytes",
 ]

@@ -1,15 +1,17 @@
 """`python -m percontainer bench`: every contender side by side, in one process.
 
 Each figure is the median of interleaved repeats (every contender of an operation timed in
-turn, then again), with timeit's empty-loop cost measured and subtracted. The disabled mode
-is read at import, so its row comes from a second process run right after, and says so.
+turn, then again), with timeit's empty-loop cost measured and subtracted; each ratio is the
+median of the repeats' ratios, with their interquartile range as the spread. The disabled
+mode is read at import, so its row comes from a second process run right after, and says so.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -18,30 +20,50 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from .contenders import (
-    FIELDS, OPERATIONS, Contender, NotApplicable, PerContainerContender, StructContender,
-    all_contenders, struct_class,
+    FIELDS,
+    OPERATIONS,
+    Contender,
+    NotApplicable,
+    PerContainerContender,
+    StructContender,
+    all_contenders,
+    struct_class,
 )
-from .timing import Case, interleaved_medians, loop_overhead
+from .report import SCHEMA, SCHEMA_VERSION, Point, Row, check_writable, environment
+from .timing import (
+    Case,
+    in_fresh_context,
+    interleaved_medians,
+    interleaved_samples,
+    loop_overhead,
+    quartiles,
+)
 
-__all__ = ["Settings", "main_bench"]
+__all__ = ["Settings", "UsageError", "check_outputs", "main_bench"]
 
 DISABLED_NAME = "percontainer (disabled mode)"
+WIDE = 0.10  # a ratio's interquartile range wider than this, either side, is flagged
+
+
+class UsageError(ValueError):
+    """An output the run could not write: found before measuring, named with its fix."""
 
 
 @dataclass
 class Settings:
-    """How much to measure: the quick run fits in a minute on two cores."""
+    """How much to measure: the quick run (CI runs it) takes seconds, the full one minutes."""
 
     full: bool = False
 
     @property
     def repeats(self) -> int:
-        return 31 if self.full else 11
+        return 101 if self.full else 51
 
-    def number(self, operation: str) -> int:
-        base = {"read": 50_000, "write": 50_000, "increment": 50_000, "switch": 10_000,
-                "create": 5_000, "sum": 2}.get(operation, 2_000)
-        return base * 2 if self.full else base
+    @property
+    def batch(self) -> float:
+        """Seconds each repeat of a case runs for (its number of runs is calibrated to it):
+        short, so that on a shared machine most repeats run without being preempted."""
+        return 0.001 if self.full else 0.0005
 
     @property
     def tenants(self) -> int:
@@ -55,30 +77,6 @@ class Settings:
     @property
     def declared_points(self) -> list[int]:
         return [1, 10, 100, 1_000] if self.full else [1, 1_000]
-
-
-@dataclass
-class Row:
-    """One figure of the table, or the reason it is missing."""
-
-    operation: str
-    contender: str
-    value: float | None  # ns per operation, or bytes per tenant for memory
-    note: str = ""
-
-    @property
-    def unit(self) -> str:
-        return "B/tenant" if self.operation == "memory" else "ns/op"
-
-
-@dataclass
-class Point:
-    """One point of a scaling sweep."""
-
-    sweep: str
-    contender: str
-    x: int
-    value: float
 
 
 class Progress:
@@ -107,23 +105,25 @@ class Progress:
 
 def measure_operation(operation: str, contenders: list[Contender], settings: Settings,
                       overhead: float) -> list[Row]:
-    """Time one operation for every contender that can do it, interleaved."""
+    """Time one operation for every contender that can do it, interleaved, each contender in a
+    context of its own."""
     rows: list[Row] = []
     cases: dict[str, Case] = {}
     try:
         for contender in contenders:
             try:
-                cases[contender.name] = contender.case(operation, settings.tenants)
+                cases[contender.name] = in_fresh_context(
+                    functools.partial(contender.case, operation, settings.tenants))
             except NotApplicable as reason:
                 rows.append(Row(operation, contender.name, None, str(reason)))
-        medians = interleaved_medians(cases, settings.number(operation), settings.repeats,
-                                      overhead)
+        samples = interleaved_samples(cases, settings.repeats, overhead, settings.batch)
     finally:
         for case in cases.values():
             if case.cleanup is not None:
                 case.cleanup()
     note = f"over {settings.tenants:,} tenants" if operation == "sum" else ""
-    rows[:0] = [Row(operation, name, value, note) for name, value in medians.items()]
+    rows[:0] = [Row(operation, name, quartiles(values)[1], note, values)
+                for name, values in samples.items()]
     return rows
 
 
@@ -160,18 +160,16 @@ def measure_clone_bits(pc: Any, settings: Settings, overhead: float) -> list[Row
         "read, a variable of a shared group": Case("shared.get()", env, around=child.run),
         "read, a variable of its own": Case("own.get()", env, around=child.run),
     }
-    medians = interleaved_medians(cases, settings.number("create"), settings.repeats,
-                                  overhead)
+    samples = interleaved_samples(cases, settings.repeats, overhead, settings.batch)
     parent.close()
-    return [Row("clone bits", what, value) for what, value in medians.items()]
+    return [Row("clone bits", what, quartiles(values)[1], "", values)
+            for what, values in samples.items()]
 
 
 def measure_sweeps(pc: Any, settings: Settings, overhead: float,
                    progress: Progress) -> list[Point]:
     """Read and switch cost against live containers, read cost against declared variables,
     memory against containers: percontainer and globals-in-structs (ContextVar)."""
-    import contextvars
-
     points: list[Point] = []
     var = pc.PerContainer("percontainer.bench.sweep", default=0)
     tenant_cls = struct_class()
@@ -183,7 +181,6 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
             container.run(var.set, 1)
         tenants = [tenant_cls() for _ in range(count)]
         env = {"made": made, "v": var, "tenants": tenants, "cur": cur}
-        number = max(1, 20_000 // count)
         cases = {
             "read:percontainer": Case("for c in made: v.of(c)", env, per=count),
             "read:globals-in-structs": Case("for t in tenants: t.f0", env, per=count),
@@ -191,8 +188,8 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
             "switch:globals-in-structs": Case(
                 "for t in tenants:\n    tok = cur.set(t); cur.reset(tok)", env, per=count),
         }
-        for key, value in interleaved_medians(cases, number, settings.repeats,
-                                              overhead).items():
+        for key, value in interleaved_medians(cases, settings.repeats, overhead,
+                                              settings.batch).items():
             sweep, contender = key.split(":")
             points.append(Point(f"{sweep} vs live containers", contender, count, value))
         for container in made:
@@ -214,8 +211,8 @@ def measure_sweeps(pc: Any, settings: Settings, overhead: float,
         container.run(variables[-1].set, 1)
         cases = {"read": Case("v.get()", {"v": variables[-1]}, around=container.run),
                  "switch": Case("with c: pass", {"c": container})}
-        for what, value in interleaved_medians(cases, settings.number("switch"),
-                                               settings.repeats, overhead).items():
+        for what, value in interleaved_medians(cases, settings.repeats, overhead,
+                                               settings.batch).items():
             points.append(Point(f"{what} vs declared variables", "percontainer", declared,
                                 value))
         container.close()
@@ -234,8 +231,8 @@ def disabled_rows(settings: Settings) -> list[Row]:
     command = [sys.executable, "-m", "percontainer", "bench", "--disabled-worker"]
     if settings.full:
         command.append("--full")
-    environment = dict(os.environ, PERCONTAINER_DISABLE="1")
-    done = subprocess.run(command, env=environment, capture_output=True, text=True,
+    variables = dict(os.environ, PERCONTAINER_DISABLE="1")
+    done = subprocess.run(command, env=variables, capture_output=True, text=True,
                           check=False, timeout=600)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -263,6 +260,7 @@ def disabled_worker(settings: Settings) -> int:
     rows += measure_memory([contender], settings)
     for row in rows:
         row.note = (row.note + "; " if row.note else "") + "separate process"
+        row.paired = False  # its repeats ran in another process, not beside the reference's
     print(json.dumps([asdict(row) for row in rows]))
     return 0
 
@@ -273,28 +271,66 @@ def reference_name(rows: list[Row]) -> str:
     return "percontainer" if "percontainer" in names else "percontainer (pure-Python twin)"
 
 
-def format_table(rows: list[Row], overhead: float) -> Iterator[str]:
+def base_row(row: Row, rows: list[Row], reference: str) -> Row | None:
+    """Return the row `row` is compared with: the reference's row for the same operation; for
+    a clone-bit row, its unshared twin."""
+    name = _clone_base(row.contender) if row.operation == "clone bits" else reference
+    for other in rows:
+        if other.operation == row.operation and other.contender == name and other.value:
+            return other
+    return None
+
+
+def ratio_samples(row: Row, base: Row) -> list[float]:
+    """Return row's ratios to base, one per repeat: each repeat's figure over base's figure of
+    the same round when both were timed in the same rounds, else over base's median. Empty if
+    either row has no figure."""
+    if row.value is None or not base.value:
+        return []
+    if row.paired and base.paired and len(row.samples) == len(base.samples):
+        paired = [mine / theirs for mine, theirs in zip(row.samples, base.samples) if theirs > 0]
+        if paired:
+            return paired
+    return [mine / base.value for mine in row.samples] or [row.value / base.value]
+
+
+def format_table(rows: list[Row], overhead: float, repeats: int) -> Iterator[str]:
+    """Yield the table's lines: median, ratio and the ratio's spread for every row."""
     reference = reference_name(rows)
-    by_operation: dict[str, dict[str, float]] = {}
-    for row in rows:
-        if row.value is not None:
-            by_operation.setdefault(row.operation, {})[row.contender] = row.value
-    yield "| operation | contender | median | vs percontainer | note |"
-    yield "|---|---|---:|---:|---|"
+    yield (f"| operation | contender | median of {repeats} | vs percontainer | "
+           "spread (IQR) | note |")
+    yield "|---|---|---:|---:|---:|---|"
+    wide = 0
     for row in rows:
         if row.value is None:
-            yield f"| {row.operation} | {row.contender} | skipped | | {row.note} |"
+            yield f"| {row.operation} | {row.contender} | skipped | | | {row.note} |"
             continue
-        base = by_operation.get(row.operation, {}).get(reference)
-        if row.operation == "clone bits":
-            base = by_operation["clone bits"].get(_clone_base(row.contender))
-        ratio = f"{row.value / base:.2f}x" if base else ""
+        ratios = ratio_samples(row, base) if (base := base_row(row, rows, reference)) else []
+        ratio = spread = ""
+        if ratios:
+            first, median, third = quartiles(ratios)
+            ratio = f"{median:.2f}x"
+            if len(row.samples) > 1 and row is not base:
+                spread = f"{first:.2f}-{third:.2f}x"
+                if third - first > 2 * WIDE * median:
+                    spread += " !"
+                    wide += 1
         unit = "B/tenant" if row.operation == "memory" else "ns"
-        yield f"| {row.operation} | {row.contender} | {row.value:,.1f} {unit} | {ratio} | {row.note} |"
+        yield (f"| {row.operation} | {row.contender} | {row.value:,.1f} {unit} | {ratio} | "
+               f"{spread} | {row.note} |")
     yield ""
-    yield (f"Median of interleaved repeats; timeit's empty loop ({overhead:.1f} ns per iteration) "
-           "is subtracted from every time. Ratios: against percontainer (compiled) for the same "
-           "operation; clone-bit rows against their unshared twin.")
+    yield (f"Times: the median of {repeats} interleaved repeats, each contender in a context of "
+           f"its own; timeit's empty loop ({overhead:.1f} ns per iteration) is subtracted from "
+           "every time. Ratios: against percontainer (compiled) for the same operation, "
+           "clone-bit rows against their unshared twin; the median of the repeats' ratios (each "
+           "repeat's time over the other's time in the same round), and their interquartile "
+           "range as the spread (the separate process's rows: over the other's median). "
+           "Memory: one tracemalloc measurement.")
+    if wide:
+        yield ""
+        spreads = "1 spread is" if wide == 1 else f"{wide} spreads are"
+        yield (f"! {spreads} wider than ±{WIDE:.0%} of the ratio: something else used the CPU "
+               "while measuring. Run again on a quieter machine before comparing those rows.")
 
 
 def _clone_base(what: str) -> str:
@@ -303,42 +339,26 @@ def _clone_base(what: str) -> str:
     return "read, a variable of its own"
 
 
-def plot(points: list[Point], path: str) -> None:
-    import matplotlib
+def check_outputs(json_path: str | None, plot_path: str | None) -> str | None:
+    """Return why --json or --plot could not be written (naming the fix), or None."""
+    if json_path is not None:
+        problem = check_writable("--json", json_path)
+        if problem is not None:
+            return problem
+    if plot_path is not None:
+        from .plot import check_plot_path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweeps = list(dict.fromkeys(point.sweep for point in points))
-    rows = (len(sweeps) + 1) // 2
-    figure, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
-    for axis in axes.flat[len(sweeps):]:
-        axis.set_visible(False)
-    for axis, sweep in zip(axes.flat, sweeps):
-        for contender in sorted({p.contender for p in points if p.sweep == sweep}):
-            line = sorted((p.x, p.value) for p in points
-                          if p.sweep == sweep and p.contender == contender)
-            axis.plot([x for x, _ in line], [y for _, y in line], marker="o", label=contender)
-        axis.set_xscale("log")
-        axis.set_title(sweep)
-        axis.set_xlabel(sweep.split(" vs ")[1])
-        axis.set_ylabel("bytes per container" if sweep.startswith("memory") else "ns per op")
-        axis.set_ylim(bottom=0)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+        return check_plot_path(plot_path)
+    return None
 
 
 def main_bench(full: bool, json_path: str | None, plot_path: str | None,
                out: Callable[[str], None] = print, settings: Settings | None = None) -> int:
     """Run the benchmark, print the table; write JSON and a plot if asked. Return the exit
-    status."""
-    if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401  # checked before minutes of measuring, not after
-        except ImportError:
-            print("--plot needs matplotlib: pip install 'percontainer[plot]'", file=sys.stderr)
-            return 2
+    status. Raise UsageError, before measuring anything, if an output cannot be written."""
+    problem = check_outputs(json_path, plot_path)
+    if problem is not None:
+        raise UsageError(problem)
     settings = settings or Settings(full=full)
     contenders = all_contenders()
     available = []
@@ -362,35 +382,111 @@ def main_bench(full: bool, json_path: str | None, plot_path: str | None,
     measured += disabled_rows(settings)
     pc = _reference_module(available)
     progress.step("clone bits")
-    measured += measure_clone_bits(pc, settings, overhead)
-    points = measure_sweeps(pc, settings, overhead, progress)
+    measured += contextvars.Context().run(measure_clone_bits, pc, settings, overhead)
+    points = contextvars.Context().run(measure_sweeps, pc, settings, overhead, progress)
     progress.close()
     order = {name: i for i, name in enumerate(
         [c.name for c in contenders[:2]] + [DISABLED_NAME] + [c.name for c in contenders[2:]])}
     rows = sorted(measured + rows, key=lambda row: (_operation_order(row.operation),
                                                     order.get(row.contender, 99)))
-    import percontainer
-
-    out(f"percontainer {percontainer.__version__} ({percontainer.IMPLEMENTATION} core), "
-        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{'full' if full else 'quick'} run, {settings.repeats} repeats")
+    run = "full" if settings.full else "quick"
+    measured_in = environment()
+    out(f"percontainer {measured_in['percontainer']} ({measured_in['core']} core), "
+        f"{measured_in['python_implementation']} {measured_in['python_version']}, "
+        f"{measured_in['machine']}, {measured_in['cpu_count']} CPUs, {run} run: "
+        f"{settings.repeats} repeats of about {settings.batch * 1e3:g} ms per contender")
     out("")
-    for line in format_table(rows, overhead):
+    for line in format_table(rows, overhead, settings.repeats):
         out(line)
     out("")
     for line in format_sweeps(points):
         out(line)
+    status = 0
+    if json_path is not None or plot_path is not None:
+        out("")
     if json_path is not None:
-        with open(json_path, "w", encoding="utf-8") as stream:
-            json.dump({"python": platform.python_version(), "machine": platform.machine(),
-                       "full": full, "loop_overhead_ns": overhead,
-                       "rows": [asdict(row) for row in rows],
-                       "sweeps": [asdict(point) for point in points]}, stream, indent=1)
-        out(f"\nwrote {json_path}")
+        results = document(rows, points, overhead, settings, measured_in)
+        status |= _write(json_path, lambda: _dump(results, json_path), out)
     if plot_path is not None:
-        plot(points, plot_path)
-        out(f"wrote {plot_path}")
+        from .plot import plot, title
+
+        heading = title(measured_in, run)
+        status |= _write(plot_path, lambda: plot(points, plot_path, heading), out)
+    return status
+
+
+def _dump(results: dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(results, stream, indent=1)
+        stream.write("\n")
+
+
+def _write(path: str, write: Callable[[], None], out: Callable[[str], None]) -> int:
+    """Write an output after the run; a failure now (the disk filled up, the directory went
+    away) is reported in a line, without losing the table already printed."""
+    try:
+        write()
+    except OSError as error:
+        print(f"could not write {path}: {error}", file=sys.stderr)
+        return 1
+    out(f"wrote {path}")
     return 0
+
+
+def document(rows: list[Row], points: list[Point], overhead: float, settings: Settings,
+             measured_in: dict[str, Any]) -> dict[str, Any]:
+    """Return the JSON document of a run: every figure as {value, unit}, and where it ran."""
+    reference = reference_name(rows)
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "environment": measured_in,
+        "settings": {
+            "run": "full" if settings.full else "quick",
+            "repeats": settings.repeats,
+            "batch": {"value": settings.batch * 1e3, "unit": "ms"},
+            "tenants": settings.tenants,
+            "loop_overhead": {"value": overhead, "unit": "ns", "per": "iteration"},
+        },
+        "reference": reference,
+        "rows": [_row_entry(row, rows, reference) for row in rows],
+        "sweeps": _series(points),
+    }
+
+
+def _row_entry(row: Row, rows: list[Row], reference: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"operation": row.operation, "contender": row.contender,
+                             "note": row.note}
+    if row.value is None:
+        entry["skipped"] = True
+        return entry
+    figure = {"unit": row.unit, "per": row.per}
+    entry["median"] = {"value": row.value, **figure}
+    entry["repeats"] = max(len(row.samples), 1)
+    if row.samples:
+        first, _, third = quartiles(row.samples)
+        entry["median"]["quartiles"] = [first, third]
+        entry["samples"] = {"value": row.samples, **figure}
+    base = base_row(row, rows, reference)
+    ratios = ratio_samples(row, base) if base is not None else []
+    if base is not None and ratios:
+        first, median, third = quartiles(ratios)
+        entry["ratio"] = {"value": median, "unit": "ratio", "against": base.contender,
+                          "quartiles": [first, third],
+                          "paired": row.paired and base.paired and bool(row.samples)}
+    return entry
+
+
+def _series(points: list[Point]) -> list[dict[str, Any]]:
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    for point in points:
+        key = (point.sweep, point.contender)
+        if key not in series:
+            series[key] = {"sweep": point.sweep, "contender": point.contender,
+                           "x_unit": point.x_unit, "unit": point.unit, "per": point.per,
+                           "points": []}
+        series[key]["points"].append({"x": point.x, "value": point.value})
+    return list(series.values())
 
 
 def format_sweeps(points: list[Point]) -> Iterator[str]:
