@@ -15,7 +15,7 @@ from ._core import (
 )
 from ._errors import ContainerClosedError, ContainerError
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads this literal
 
 __all__ = [
     "ENABLED",
