@@ -35,6 +35,7 @@ class Tiny(Settings):
         return [1, 10]
 
 
+@pytest.mark.slow
 def test_every_contender_has_a_row_or_a_reason(tmp_path: Path) -> None:
     lines: list[str] = []
     out = tmp_path / "bench.json"

@@ -140,6 +140,7 @@ async def drive_async(base: str) -> tuple[Tally, dict[str, Any]]:
     return tally, stats
 
 
+@pytest.mark.slow
 def test_asgi_server_isolates_tenants_under_load() -> None:
     with serving("asgi") as base:
         started = time.monotonic()
@@ -149,6 +150,7 @@ def test_asgi_server_isolates_tenants_under_load() -> None:
     print(f"\nASGI: {REQUESTS:,} requests in {elapsed:.1f}s ({REQUESTS / elapsed:,.0f}/s)")
 
 
+@pytest.mark.slow
 def test_wsgi_server_isolates_tenants_under_load() -> None:
     tally = Tally()
     limits = httpx.Limits(max_connections=CONCURRENCY)
