@@ -42,7 +42,8 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-__version__ = "0.1.0"
+
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads this literal
 
 __all__ = [
     "ENABLED",

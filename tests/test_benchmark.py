@@ -79,6 +79,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[
     return lines, json.loads(out.read_text()), plot
 
 
+@pytest.mark.slow  # the benchmark runs once, Tiny, for both
 def test_every_contender_has_a_row_or_a_reason(
         tiny_run: tuple[list[str], dict[str, Any], Path | None]) -> None:
     lines, result, plot = tiny_run
@@ -107,6 +108,7 @@ def test_every_contender_has_a_row_or_a_reason(
         assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow  # the benchmark runs once, Tiny, for both
 def test_the_json_carries_units_and_the_environment(
         tiny_run: tuple[list[str], dict[str, Any], Path | None]) -> None:
     result = tiny_run[1]

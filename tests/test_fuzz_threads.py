@@ -613,6 +613,7 @@ class Worker:
             cycle.append(cycle)
 
 
+@pytest.mark.slow
 @pytest.mark.enabled_only
 def test_threads_fuzz_without_crossing(pc: ModuleType, name: str) -> None:
     world = World(pc, name)

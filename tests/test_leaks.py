@@ -21,6 +21,8 @@ MIB = 1 << 20
 CONTAINERS = 200_000
 VARIABLES = 100_000
 
+pytestmark = pytest.mark.slow  # hundreds of thousands of containers or variables per test
+
 
 @contextmanager
 def traced() -> Iterator[Callable[[], int]]:

@@ -20,8 +20,11 @@ from percontainer import _config
 
 pytest_plugins = ["pytester"]
 
-pytestmark = pytest.mark.skipif(
-    _config.DISABLED, reason="asserts where fixtures run; PERCONTAINER_DISABLE=1 is set")
+pytestmark = [
+    pytest.mark.skipif(_config.DISABLED,
+                       reason="asserts where fixtures run; PERCONTAINER_DISABLE=1 is set"),
+    pytest.mark.slow,  # every case starts a pytest session in a subprocess
+]
 
 # The inner session checks that it runs the core it was asked for.
 INNER_CONFTEST = '''

@@ -15,6 +15,8 @@ import percontainer
 
 pytest_plugins = ["pytester"]
 
+pytestmark = pytest.mark.slow  # every case starts a pytest session in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 enabled_only = pytest.mark.skipif(
     not percontainer.ENABLED, reason="asserts isolation; PERCONTAINER_DISABLE=1 is set")

@@ -434,6 +434,7 @@ def test_close_registry_while_a_request_is_in_flight(
         reg.get("a")
 
 
+@pytest.mark.slow
 def test_request_racing_evict(make: Callable[..., TenantRegistry], name: str) -> None:
     marker = PerContainer(f"{name}.marker", default=None)
     reg = make()

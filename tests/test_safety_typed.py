@@ -357,6 +357,7 @@ print(results)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the scenarios run in forked children")
 @pytest.mark.enabled_only  # disabled, containers take no typed storage: nothing grows
 def test_growth_reentered_by_a_finalizer(pc: ModuleType) -> None:

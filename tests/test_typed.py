@@ -491,6 +491,7 @@ def test_structured_array(pc: ModuleType, new: New, name: str) -> None:
 
 
 # -- threads and tasks ---------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.enabled_only
 def test_threads_each_in_its_own_container(pc: ModuleType, name: str) -> None:
     var = pc.PerContainer(name, dtype=np.int64)

@@ -462,6 +462,7 @@ def make_machine(pc: ModuleType, name: str) -> type[RuleBasedStateMachine]:
     return TypedMachine
 
 
+@pytest.mark.slow
 def test_typed_state_machine(pc: ModuleType, name: str) -> None:
     machine = make_machine(pc, name)
     run_state_machine_as_test(machine, settings=settings(SETTINGS, max_examples=80,

@@ -651,6 +651,7 @@ def test_collected_variable_frees_its_values_everywhere(pc: ModuleType, new: New
     assert again.items() == []
 
 
+@pytest.mark.slow
 def test_collected_variable_slot_reuse_sees_no_stale_value(pc: ModuleType, new: New, name: str) -> None:
     c = new()
     for i in range(50):
