@@ -169,20 +169,9 @@ def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch: pytest.MonkeyPa
     assert not (tmp_path / "plot.png").exists()
 
 
-def test_the_version_falls_back_to_metadata_then_pyproject(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(percontainer, "__version__")
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.8.7")
-    assert percontainer_version() == "9.8.7"
-
-    def not_installed(name: str) -> str:
-        raise importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(importlib.metadata, "version", not_installed)
-    declared = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(),
-                         re.MULTILINE)
-    assert declared is not None and percontainer_version() == declared.group(1)
-    assert environment()["percontainer"] == declared.group(1)
+def test_the_json_names_the_package_version() -> None:
+    assert percontainer_version() == percontainer.__version__
+    assert environment()["percontainer"] == percontainer.__version__
 
 
 def _row(operation: str, contender: str, samples: list[float], paired: bool = True) -> Row:

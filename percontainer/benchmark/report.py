@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
 import platform
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,24 +59,10 @@ class Point:
 
 
 def percontainer_version() -> str:
-    """Return percontainer's version: the package's, the installed metadata's, or pyproject's."""
+    """Return percontainer's version (written once, in the package: pyproject reads it)."""
     import percontainer
 
-    version = getattr(percontainer, "__version__", None)
-    if version:
-        return str(version)
-    try:
-        return importlib.metadata.version("percontainer")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    # A source checkout that was never installed: the version is only written in pyproject.
-    pyproject = Path(percontainer.__file__).resolve().parent.parent / "pyproject.toml"
-    try:
-        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(encoding="utf-8"),
-                          re.MULTILINE)
-    except OSError:
-        found = None
-    return found.group(1) if found else "unknown"
+    return percontainer.__version__
 
 
 def environment() -> dict[str, Any]:
