@@ -374,12 +374,11 @@ cdef inline Container _current():
     return <Container>_current_ptr()
 
 
-cdef inline void _restored(_Frame frame) noexcept:
-    """After a reset of frame's token: cache what it restored. CPython's own reset to no value
-    (contextvar_del) clears the cache only before its HAMT work, so a ContextVar set by a gc
-    pass in between (a finalizer, an exit hook) would leave its value cached, stale: the value
-    before frame was set is what the context now holds."""
-    cdef PyThreadState* ts = PyThreadState_Get()
+cdef inline void _restored(_Frame frame, PyThreadState* ts) noexcept:
+    """After a reset of frame's token in thread ts: cache what it restored. CPython's own reset
+    to no value (contextvar_del) clears the cache only before its HAMT work, so a ContextVar set
+    by a gc pass in between (a finalizer, an exit hook) would leave its value cached, stale:
+    the value before frame was set is what the context now holds."""
     if var_cache != &no_cache:
         var_cache.var_cached = <PyObject*>frame.below
         var_cache.var_cached_tsid = ts.id
@@ -459,16 +458,17 @@ cdef object _call_inside(Container container, object fn, tuple args):
     """Call fn inside container without the closed check (for hooks and factories)."""
     if not enabled:
         return fn(*args)
+    cdef PyThreadState* ts = PyThreadState_Get()  # this thread's, for as long as it runs
     cdef _Frame frame = _Frame.__new__(_Frame)
     frame.container = container  # not an entry: it counts no user
-    frame.below = <object>_value_now(PyThreadState_Get())
+    frame.below = <object>_value_now(ts)
     token = PyContextVar_Set(_current_frame, frame)
     try:
         return fn(*args)
     finally:
         if PyContextVar_Reset(_current_frame, token) < 0:
             _exit_failed(container)
-        _restored(frame)
+        _restored(frame, ts)
 
 
 async def _run_inside(Container container, coroutine):
@@ -781,13 +781,19 @@ cdef inline void _give_back(_Frame frame) noexcept:
 
 cdef int _enter(Container container) except -1:
     """Make container current in this thread or task (the work of `with container:`)."""
+    return _enter_in(container, PyThreadState_Get())
+
+
+cdef inline int _enter_in(Container container, PyThreadState* ts) except -1:
+    """_enter() in thread ts, the calling thread (a thread's state stays where it is for as long
+    as the thread runs, so run() reads it once for its enter and exit)."""
     if container.ident.state != LIVE:
         raise ContainerClosedError(f"cannot enter closed {container!r}")
     if not enabled:
         return 0
     cdef _Frame frame = _take_frame()
     frame.container = container
-    frame.below = <object>_value_now(PyThreadState_Get())
+    frame.below = <object>_value_now(ts)
     container.users += 1  # counted first: a close() run by the set below (a gc pass) waits
     frame.entered = 1  # and if the set fails, the frame's death drops the user again
     frame.token = PyContextVar_Set(_current_frame, frame)
@@ -796,9 +802,14 @@ cdef int _enter(Container container) except -1:
 
 cdef int _exit(Container container) except -1:
     """Restore what was current before the matching _enter(); change nothing on a mismatch."""
+    return _exit_in(container, PyThreadState_Get())
+
+
+cdef inline int _exit_in(Container container, PyThreadState* ts) except -1:
+    """_exit() in thread ts, the calling thread."""
     if not enabled:
         return 0
-    cdef PyObject* value = _value_now(PyThreadState_Get())
+    cdef PyObject* value = _value_now(ts)
     if Py_TYPE(value) != frame_type or \
             (<_Frame>value).container is not container or not (<_Frame>value).entered:
         raise ContainerError(f"exiting {container!r} while {_describe_current()} is current: "
@@ -806,7 +817,7 @@ cdef int _exit(Container container) except -1:
     cdef _Frame frame = <_Frame>value
     if PyContextVar_Reset(_current_frame, frame.token) < 0:
         _exit_failed(container)
-    _restored(frame)
+    _restored(frame, ts)
     frame.entered = 0
     _drop_user(container)
     _give_back(frame)
@@ -1051,11 +1062,12 @@ cdef object _run_vector(object self, PyObject** args, Py_ssize_t nargs, PyObject
     if nargs < 1:
         raise TypeError("run() needs the function to call: c.run(fn, *args, **kwargs)")
     cdef Container container = <Container>self  # the method descriptor checked the type
-    _enter(container)
+    cdef PyThreadState* ts = PyThreadState_Get()
+    _enter_in(container, ts)
     try:
         result = PyObject_Vectorcall(<object>args[0], args + 1, <size_t>(nargs - 1), kwnames)
     finally:
-        _exit(container)
+        _exit_in(container, ts)
     if Py_TYPE(<PyObject*>result) == coroutine_type:
         return _run_inside(container, result)
     return result
