@@ -354,9 +354,24 @@ cdef PyObject* _value_uncached(PyThreadState* ts) noexcept:
     return <PyObject*>_HOST_FRAME
 
 
+cdef extern from *:
+    """
+    /* The calling thread's state, which holds the GIL, so never NULL: without
+       PyThreadState_Get()'s check for NULL where CPython exports a call that skips it. */
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define pc_tstate() PyThreadState_GetUnchecked()
+    #elif PY_VERSION_HEX >= 0x030C0000
+    #define pc_tstate() _PyThreadState_UncheckedGet()
+    #else
+    #define pc_tstate() PyThreadState_Get()
+    #endif
+    """
+    PyThreadState* pc_tstate() noexcept
+
+
 cdef inline PyObject* _current_ptr() except NULL:
     """Return the current container, borrowed: the hot path of every read and write."""
-    cdef PyThreadState* ts = PyThreadState_Get()
+    cdef PyThreadState* ts = pc_tstate()
     cdef PyObject* value = _cached_value(ts)
     if value != NULL and Py_TYPE(value) == frame_type:
         return <PyObject*>((<_Frame>value).container)
