@@ -1,24 +1,31 @@
 """What the tenant middleware costs the example server, with and without it, side by side.
 
+Both parts measure the example as users run it: its TenantMiddleware keeps its tenants in a
+TenantRegistry(max_tenants=MAX_TENANTS), 1,000, so every request takes the registry's locked
+path (100 tenants stay under the bound: nothing is evicted).
+
 1. In process: the ASGI app called directly with real scope/receive/send callables, through
-   TenantMiddleware (100 tenants, by Host) and without it, interleaved repeats, median.
-2. Over the network: the example server started for real (uvicorn for ASGI, the threaded
-   wsgiref server for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
+   the example's TenantMiddleware (100 tenants, by Host) and without it, interleaved
+   repeats, median; and, for comparison, through the middleware over a registry without
+   limits (the lock-free path).
+2. Over the network: the example server started for real (uvicorn for ASGI, waitress with its
+   8 threads for WSGI) on 127.0.0.1, loaded by wrk (Debian's `wrk`; 64 connections,
    100 tenants by Host header), with and without the middleware in alternating rounds:
-   requests/s, and the server process's CPU time per request during the load (from /proc),
-   which the client sharing the machine does not blur; medians of the rounds, and for the
-   overhead the median of each round's ratio to the plain server's run in the same round,
-   with its range. With two CPUs
+   requests/s, and the server process's CPU time per request during the load (from /proc,
+   counted once the server answers, so its startup is left out), which the client sharing
+   the machine does not blur; medians of the rounds, and for the overhead the median of each
+   round's ratio to the plain server's run in the same round, with its range. With two CPUs
    or more and `taskset`, the server runs on CPU 0 and wrk on CPU 1, so they never compete
    for one; every server gets the same hash seed, so no variant draws luckier dict layouts.
 
-Run:  python bench/server_overhead.py [--rounds N] [--seconds S]
+Run:  python bench/server_overhead.py [--rounds N] [--seconds S]   (part 2 needs `wrk`)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import os
 import shutil
 import socket
@@ -34,6 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.tenant_server import app as asgi_example  # noqa: E402  # after the path setup
+from examples.tenant_server import wsgi_app as wsgi_example
+from examples.tenant_server.state import MAX_TENANTS
+from percontainer.asgi import TenantMiddleware
+from percontainer.registry import TenantRegistry
 
 TENANTS = 100
 WRK_SCRIPT = """
@@ -69,7 +80,9 @@ def in_process(requests: int, repeats: int) -> dict[str, float]:
             await call(app, hosts[i % TENANTS])
         return (time.perf_counter() - started) / requests * 1e6
 
-    apps = {"with middleware": asgi_example.app, "without": asgi_example.plain_app}
+    unbounded = TenantMiddleware(asgi_example.app.app, registry=TenantRegistry())
+    apps = {"with middleware": asgi_example.app, "without": asgi_example.plain_app,
+            "unbounded": unbounded}
     samples: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(repeats):
         for name, app in apps.items():
@@ -100,12 +113,7 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
                               stderr=subprocess.DEVNULL,
                               env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED="0"))
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        _wait_until_answering(port)
         cpu_before = cpu_seconds(server.pid)
         done = subprocess.run(
             _on_cpu(1) + ["wrk", "-t1", "-c64", f"-d{max(1, round(seconds))}s", "-s", script,
@@ -121,6 +129,25 @@ def served(kind: str, variant: str, seconds: float, script: str) -> tuple[float,
     requests = next(int(line.split()[0]) for line in lines if " requests in " in line)
     rps = next(float(line.split()[1]) for line in lines if line.startswith("Requests/sec:"))
     return rps, cpu / requests * 1e6
+
+
+def _wait_until_answering(port: int) -> None:
+    """Return once the server answers a request (uvicorn listens before it imports the app,
+    so an accepted connection alone does not say the startup is over)."""
+    deadline = time.monotonic() + 60
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", "/", headers={"Host": "tenant0.example"})
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server on port {port} did not answer within 60 s")
+        time.sleep(0.05)
 
 
 def _paired(variant: list[tuple[float, float]], plain: list[tuple[float, float]]) -> str:
@@ -145,6 +172,10 @@ def main() -> int:
     args = parser.parse_args()
     import percontainer
 
+    for example in (asgi_example, wsgi_example):  # the labels say what the example runs
+        if example.app.registry.max_tenants != MAX_TENANTS:
+            raise RuntimeError(f"{example.__name__} keeps {example.app.registry.max_tenants} "
+                               f"tenants, not MAX_TENANTS={MAX_TENANTS}: update this benchmark")
     print(f"percontainer {percontainer.IMPLEMENTATION} core, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs\n")
     micro = in_process(5_000, 9)
@@ -152,8 +183,11 @@ def main() -> int:
     print("| example app, in process | per request | overhead |")
     print("|---|---:|---:|")
     print(f"| ASGI, without middleware | {micro['without']:.2f} us | |")
-    print(f"| ASGI, with TenantMiddleware | {micro['with middleware']:.2f} us | "
-          f"{(ratio - 1) * 100:+.1f}% |")
+    print(f"| ASGI, with TenantMiddleware (max_tenants={MAX_TENANTS:,}, as the example) "
+          f"| {micro['with middleware']:.2f} us | {(ratio - 1) * 100:+.1f}% |")
+    print(f"| ASGI, with TenantMiddleware, a registry without limits "
+          f"| {micro['unbounded']:.2f} us "
+          f"| {(micro['unbounded'] / micro['without'] - 1) * 100:+.1f}% |")
     if shutil.which("wrk") is None:
         print("\nwrk is not installed (apt-get install wrk): no served figures")
         return 0
@@ -171,7 +205,7 @@ def main() -> int:
                     rounds[variant].append(served(kind, variant, args.seconds, script.name))
             labels = {"plain": "without middleware",
                       "contextvar": "a bare ContextVar set/reset per request",
-                      "tenant": "with TenantMiddleware"}
+                      "tenant": f"with TenantMiddleware (max_tenants={MAX_TENANTS:,})"}
             for variant in variants:
                 rps = statistics.median(rate for rate, _ in rounds[variant])
                 cpu = statistics.median(cpu for _, cpu in rounds[variant])

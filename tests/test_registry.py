@@ -6,6 +6,7 @@ mode; the ones that assert isolation between tenants are skipped with PERCONTAIN
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import threading
@@ -34,6 +35,10 @@ class FakeClock:
 
 
 pytestmark = pytest.mark.usefixtures("no_leftover_containers")
+
+# Limits that evict nothing in the tests using them, but take the registry's locked path.
+LIMITS = pytest.mark.parametrize("limits", [
+    {}, {"max_tenants": 100}, {"max_tenants": 100, "idle_timeout": 1e9}], ids=["none", "max", "idle"])
 
 
 
@@ -399,9 +404,11 @@ def test_evict_during_request_lets_it_finish(
     assert reg.get("a") is fresh and not fresh.closed
 
 
-def test_evict_pinned_tenant_closes_on_last_unpin(make: Callable[..., TenantRegistry]) -> None:
+@LIMITS
+def test_evict_pinned_tenant_closes_on_last_unpin(make: Callable[..., TenantRegistry],
+        limits: dict[str, Any]) -> None:
     """pin()/unpin() (what the WSGI middleware uses across a streamed body) count the same."""
-    reg = make()
+    reg = make(**limits)
     a = reg.pin("a")
     a2 = reg.pin("a")
     assert a2 is a
@@ -435,9 +442,11 @@ def test_close_registry_while_a_request_is_in_flight(
 
 
 @pytest.mark.slow
-def test_request_racing_evict(make: Callable[..., TenantRegistry], name: str) -> None:
-    marker = PerContainer(f"{name}.marker", default=None)
-    reg = make()
+@LIMITS
+def test_request_racing_evict(make: Callable[..., TenantRegistry], name: str,
+        limits: dict[str, Any]) -> None:
+    marker: PerContainer[int | None] = PerContainer(f"{name}.marker", default=None)
+    reg = make(**limits)
     other = reg.get("other")
     rounds = 2_000
     done = threading.Event()
@@ -689,11 +698,13 @@ def test_enter_and_leave(make: Callable[..., TenantRegistry], limits: dict[str, 
     assert reg.get("a") is a
 
 
+@LIMITS
 def test_evict_while_entered_tears_down_at_leave(
         make: Callable[..., TenantRegistry],
-        exits: tuple[PerContainer[Any], list[tuple[str | None, Any]]]) -> None:
+        exits: tuple[PerContainer[Any], list[tuple[str | None, Any]]],
+        limits: dict[str, Any]) -> None:
     variable, log = exits
-    reg = make()
+    reg = make(**limits)
     a = reg.enter("a")
     try:
         variable.set("A")
@@ -728,3 +739,485 @@ def test_busy_tenant_is_not_evicted_by_max_tenants(make: Callable[..., TenantReg
         reg.leave("a", a)
     reg.get("d")
     assert "a" not in reg and a.closed
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_lru_order_follows_enter_and_leave(make: Callable[..., TenantRegistry],
+                                           timed: bool) -> None:
+    """The tenants are in order of last use, start (enter) or end (leave)."""
+    clock = FakeClock()
+    reg = make(max_tenants=3, clock=clock, **({"idle_timeout": 1e9} if timed else {}))
+    made = {}
+    for key in "abc":
+        made[key] = reg.enter(key)
+        reg.leave(key, made[key])
+    assert reg.keys() == ["a", "b", "c"]
+    a = reg.enter("a")  # started last
+    assert reg.keys() == ["b", "c", "a"]
+    b = reg.enter("b")
+    reg.leave("b", b)
+    assert reg.keys() == ["c", "a", "b"]
+    reg.leave("a", a)  # ended last: the latest use
+    assert reg.keys() == ["c", "b", "a"]
+    c = reg.enter("c")
+    reg.leave("c", c)  # started and ended with no use between
+    assert reg.keys() == ["b", "a", "c"]
+    d = reg.enter("d")  # one too many: the least recently used idle one goes
+    try:
+        assert reg.keys() == ["a", "c", "d"]
+        assert made["b"].closed and not any(made[k].closed for k in "ac")
+    finally:
+        reg.leave("d", d)
+
+
+def test_lru_order_with_overlapping_uses(make: Callable[..., TenantRegistry]) -> None:
+    """A use that began before another and ended after it is the later one."""
+    reg = make(max_tenants=2)
+    a = reg.enter("a")
+    b = reg.enter("b")
+    reg.leave("b", b)
+    reg.leave("a", a)
+    assert reg.keys() == ["b", "a"]
+    c = reg.get("c")  # b goes, not a
+    assert reg.keys() == ["a", "c"] and b.closed and not a.closed and not c.closed
+
+
+def test_idle_time_counts_from_leave(make: Callable[..., TenantRegistry]) -> None:
+    clock = FakeClock()
+    reg = make(idle_timeout=10, clock=clock)
+    b = reg.get("b")
+    a = reg.enter("a")
+    clock.now = 20
+    assert reg.evict_idle() == 1  # b, idle for 20s; a is inside
+    reg.leave("a", a)
+    clock.now = 29
+    assert reg.evict_idle() == 0  # idle for 9s since its leave
+    clock.now = 30
+    with reg.use("c"):  # a use evicts it too, not only evict_idle()
+        pass
+    assert a.closed and b.closed and reg.keys() == ["c"]
+
+
+@pytest.mark.parametrize("how", ["enter", "pin"])
+def test_evicted_by_max_tenants_only_once_unused(make: Callable[..., TenantRegistry],
+                                                 how: str) -> None:
+    """A tenant over the limit while in use stays until its last user is gone, and goes at the
+    next use of another tenant after that."""
+    reg = make(max_tenants=1)
+    a = reg.enter("a") if how == "enter" else reg.pin("a")
+    try:
+        for key in ("b", "c", "d"):
+            with reg.use(key):
+                assert "a" in reg and not a.closed
+    finally:
+        if how == "enter":
+            reg.leave("a", a)
+        else:
+            reg.unpin("a", a)
+    assert "a" in reg and not a.closed  # nothing has looked since
+    with reg.use("e"):
+        pass
+    assert a.closed and reg.keys() == ["e"]
+
+
+@enabled_only
+def test_many_threads_enter_and_leave(make: Callable[..., TenantRegistry], name: str) -> None:
+    """8 threads enter and leave 30 tenants kept to 5, the GIL switching every microsecond:
+    inside, every tenant reads only its own values and is never closed; every use counts."""
+    threads_n, ops, keys_n = 8, 1_500, 30
+    tag: PerContainer[str | None] = PerContainer(f"{name}.tag", default=None)
+    counted: dict[int, int] = {}
+    counted_lock = threading.Lock()
+
+    def note_final(value: int) -> None:
+        with counted_lock:
+            counted[current().id] = value
+
+    uses = PerContainer(f"{name}.uses", default=0, on_exit=note_final)
+    reg = make(max_tenants=5)
+    made: list[dict[int, int]] = [{} for _ in range(threads_n)]
+    problems: list[str] = []
+    barrier = threading.Barrier(threads_n)
+
+    def worker(index: int) -> None:
+        rng = random.Random(index)
+        barrier.wait(30)
+        for _ in range(ops):
+            key = f"t{rng.randrange(keys_n)}"
+            c = reg.enter(key)
+            try:
+                mine = tag.get()
+                if mine is None:
+                    tag.set(key)
+                elif mine != key:
+                    problems.append(f"{key!r} reads the values of {mine!r}")
+                if current() is not c or c.name != key:
+                    problems.append(f"enter({key!r}) gave {c!r}, current() is {current()!r}")
+                uses.add(1)
+                made[index][c.id] = made[index].get(c.id, 0) + 1
+                if rng.random() < 0.05:
+                    threading.Event().wait(0.0001)  # others run while this one is inside
+                if c.closed:
+                    problems.append(f"{c!r} was closed with a request inside")
+                if tag.get() != key:
+                    problems.append(f"{key!r} now reads {tag.get()!r}")
+            finally:
+                reg.leave(key, c)
+
+    errors: list[BaseException] = []
+
+    def runner(index: int) -> None:
+        try:
+            worker(index)
+        except BaseException as error:  # noqa: BLE001  # re-raised in the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=runner, args=(i,), daemon=True) for i in range(threads_n)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        sys.setswitchinterval(old)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors[:3]
+    assert not problems, problems[:10]
+    assert len(reg) <= 5 and current() is host
+    reg.close()
+    total: dict[int, int] = {}
+    for tally in made:
+        for cid, count in tally.items():
+            total[cid] = total.get(cid, 0) + count
+    assert counted == total  # each container counted exactly the uses made of it
+    assert sum(total.values()) == threads_n * ops
+    assert len(total) > keys_n  # tenants were evicted and made afresh
+
+
+# -- a gc pass that uses the registry ------------------------------------------------------------
+class GcClock(FakeClock):
+    """A clock (which the registry reads while it holds its lock) that runs a gc pass on
+    demand, collecting a cycle whose finalizer calls `then`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.then: list[Callable[[], None]] = []
+
+    def __call__(self) -> float:
+        if self.then:
+            _Litter(self.then.pop())
+            gc.collect()
+        return self.now
+
+
+class _Litter:
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.then = then
+        self.cycle = self
+
+    def __del__(self) -> None:
+        self.then()
+
+
+def without_deadlock(body: Callable[[], None]) -> None:
+    """Run body in a thread of its own; fail if it has not ended within a minute (a deadlock,
+    rather than a hung test run: a registry deadlocked on its lock cannot be closed either)."""
+    errors: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            body()
+        except BaseException as error:  # noqa: BLE001  # re-raised in the test
+            errors.append(error)
+
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "deadlock: a finalizer used the registry while it was locked"
+    if errors:
+        raise errors[0]
+
+
+def test_finalizer_evicting_the_tenant_being_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    reports: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    clock = GcClock()
+    reg = TenantRegistry(idle_timeout=100, clock=clock)
+
+    def body() -> None:
+        old = reg.get("a")
+        evicted: list[bool] = []
+        clock.then.append(lambda: evicted.append(reg.evict("a")))
+        with reg.use("a") as a:  # the clock's call, under the lock, evicts it
+            assert evicted == [True] and a is old
+            assert "a" not in reg and not a.closed  # pinned: closed by the last unpin
+            fresh = reg.get("a")
+            assert fresh is not a
+        assert a.closed and reg.get("a") is fresh and not fresh.closed
+        reg.close()
+
+    without_deadlock(body)
+    assert not reports
+
+
+def test_finalizer_making_the_tenant_being_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    reports: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    clock = GcClock()
+    reg = TenantRegistry(idle_timeout=100, clock=clock)
+
+    def body() -> None:
+        inner: list[Container] = []
+        clock.then.append(lambda: inner.append(reg.get("a")))
+        before = set(percontainer.containers())
+        a = reg.get("a")  # the clock's call, under the lock, makes it too: one is kept
+        assert inner == [a] and reg.keys() == ["a"] and not a.closed
+        assert set(percontainer.containers()) - before == {a}  # the other one was closed
+        reg.close()
+
+    without_deadlock(body)
+    assert not reports
+
+
+def test_finalizer_using_other_tenants_during_eviction(monkeypatch: pytest.MonkeyPatch) -> None:
+    reports: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    clock = GcClock()
+    reg = TenantRegistry(max_tenants=2, idle_timeout=100, clock=clock)
+
+    def body() -> None:
+        a, b = reg.get("a"), reg.get("b")
+        made: list[Container] = []
+
+        def meanwhile() -> None:
+            with reg.use("a"):  # a is used: b is now the least recently used
+                made.append(reg.get("x"))  # and one over the limit: evicts b
+
+        clock.then.append(meanwhile)
+        with reg.use("c") as c:  # made: its clock call, under the lock, runs meanwhile()
+            assert made and b.closed
+        x = made[0]
+        assert reg.keys() == ["a", "c"]  # c was one over the limit: x, the least recent, went
+        assert x.closed and not a.closed and not c.closed
+        reg.close()
+
+    without_deadlock(body)
+    assert not reports
+
+
+# A gc pass at one given call: the Python twin's Container methods are Python code, so a test
+# can run a finalizer's work at exactly the call where a gc pass might run it.
+twin_only = pytest.mark.skipif(
+    percontainer.IMPLEMENTATION != "python",
+    reason="hooks the Python twin's Container; PERCONTAINER_NO_EXTENSIONS=1 runs these")
+
+
+def at_call(monkeypatch: pytest.MonkeyPatch, name: str, action: Callable[[], object], *,
+            nth: int = 1, after: bool = False) -> None:
+    """Run action() at the nth next call of Container.<name> (a method, or the in_use or
+    pinned property), before it or after it."""
+    original = Container.__dict__[name]
+    call: Callable[..., Any] = (
+        original.fget if isinstance(original, property) and original.fget else original)
+    calls = [0]
+
+    def hooked(self: Container, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == nth and not after:
+            action()
+        result = call(self, *args)
+        if calls[0] == nth and after:
+            action()
+        return result
+
+    monkeypatch.setattr(Container, name, property(hooked) if isinstance(original, property)
+                        else hooked)
+
+
+@twin_only
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+@pytest.mark.parametrize("limits", [{}, {"max_tenants": 10}], ids=["none", "max"])
+@pytest.mark.parametrize("known", [True, False], ids=["known", "new"])
+def test_finalizer_evicting_at_the_pin(make: Callable[..., TenantRegistry],
+                                       monkeypatch: pytest.MonkeyPatch, after: bool,
+                                       limits: dict[str, Any], known: bool) -> None:
+    """evict(key) runs just before or after the registry pins that tenant for a request: the
+    request gets a live tenant, listed, and the evicted one is closed once nobody uses it."""
+    reg = make(**limits)
+    old = reg.get("a") if known else None
+    evicted: list[Container] = []
+
+    def evict() -> None:
+        evicted.append(reg.get("a"))  # a finalizer that uses the tenant, then evicts it
+        assert reg.evict("a")
+
+    at_call(monkeypatch, "pin", evict, after=after)
+    with reg.use("a") as used:
+        assert used.name == "a" and not used.closed and reg.get("a") is used
+        if percontainer.ENABLED:
+            assert current() is used
+    assert evicted and evicted[0] is not used and evicted[0].closed
+    assert old is None or old is evicted[0]
+    assert reg.keys() == ["a"] and not used.closed
+
+
+@twin_only
+def test_finalizer_reordering_during_the_eviction_walk(make: Callable[..., TenantRegistry],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finalizer uses a tenant while eviction walks the tenants in order (which changes it):
+    the walk starts again, and the least recently used idle tenant goes all the same."""
+    reg = make(max_tenants=2)
+    a = reg.pin("a")  # in use: the walk passes over it
+    try:
+        b = reg.get("b")
+        at_call(monkeypatch, "in_use", lambda: reg.get("b"))  # b is now the latest used
+        c = reg.get("c")  # one over: the walk asks a, then finds the order changed
+        assert reg.keys() == ["a", "c"]  # b went (c was in use: being pinned)
+        assert b.closed and not a.closed and not c.closed
+    finally:
+        reg.unpin("a", a)
+
+
+@twin_only
+def test_finalizer_evicting_a_chosen_tenant(make: Callable[..., TenantRegistry],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between choosing idle tenants and unlisting them, a finalizer evicts one of them."""
+    clock = FakeClock()
+    reg = make(idle_timeout=10, clock=clock)
+    a, b = reg.get("a"), reg.get("b")
+    clock.now = 100
+    # in_use is asked of a and b (both idle, chosen), then of a again once it is unlisted.
+    at_call(monkeypatch, "in_use", lambda: reg.evict("b"), nth=3)
+    assert reg.evict_idle() == 1  # a; b was evicted by the finalizer
+    assert a.closed and b.closed and reg.keys() == []
+
+
+@twin_only
+@pytest.mark.parametrize("fresh", [False, True], ids=["kept", "made-afresh"])
+def test_finalizer_entering_a_chosen_tenant(make: Callable[..., TenantRegistry],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            fresh: bool) -> None:
+    """Between unlisting a chosen idle tenant and closing it, a finalizer enters its container
+    (a with-block on what get() returned): it is listed again, as the latest used, unless the
+    finalizer also made the tenant afresh (then it goes, as with evict(): its teardown waits
+    for the one inside)."""
+    reg = make(max_tenants=1)
+    a = reg.get("a")
+    made: list[Container] = []
+
+    def enter_a() -> None:
+        a.__enter__()
+        if fresh:
+            made.append(reg.create("a"))
+
+    at_call(monkeypatch, "in_use", enter_a, nth=2)  # asked in the walk, then once unlisted
+    b = reg.get("b")  # one over: a is chosen and unlisted; enter_a() runs at the check
+    try:
+        if fresh:
+            assert a.closed and made and made[0] is not a and not made[0].closed
+            assert reg.keys() == ["a", "b"]  # the fresh a; then get("b") ended
+        else:
+            assert not a.closed and reg.keys() == ["a", "b"]  # listed again; then get("b") ended
+        assert not b.closed
+        if percontainer.ENABLED:
+            assert current() is a
+    finally:
+        a.__exit__(None, None, None)
+    assert reg.evict_idle() == 1 and reg.keys() == ["b"]  # over the limit while a was busy
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_tenants": 3}, {"max_tenants": 3, "idle_timeout": 5}])
+def test_gc_pass_using_the_registry_inside_it(limits: dict[str, Any]) -> None:
+    """A gc pass can start at nearly any allocation (from 3.12, at nearly any call) while the
+    thread is inside a registry method, holding its lock; a gc callback or finalizer there that
+    uses the registry must neither deadlock nor break it."""
+    clock = FakeClock()
+    reg = TenantRegistry(clock=clock, **limits)
+    state = {"busy": False, "runs": 0}
+    errors: list[BaseException] = []
+    worker_ident: list[int] = []
+
+    def check(key: str, container: Container) -> None:
+        assert container.name == key  # closed, maybe: evict(key) does not wait for those inside
+        if percontainer.ENABLED:
+            assert current() is container
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if (phase != "start" or state["busy"] or not worker_ident
+                or threading.get_ident() != worker_ident[0]):
+            return
+        state["busy"] = True
+        state["runs"] += 1
+        run = state["runs"]
+        try:
+            key = f"g{run % 4}"  # known and unknown keys: finding, making and evicting tenants
+            with reg.use(key) as used:
+                check(key, used)
+            entered = reg.enter(key)
+            try:
+                check(key, entered)
+            finally:
+                reg.leave(key, entered)
+            if run % 5 == 0:
+                reg.evict(f"k{run % 6}")
+            if run % 7 == 0:
+                reg.evict_idle()
+        except BaseException as error:  # noqa: BLE001  # an error in a gc callback is only printed
+            errors.append(error)
+        finally:
+            state["busy"] = False
+
+    def work() -> None:
+        worker_ident.append(threading.get_ident())
+        for op in range(1_500):
+            clock.now = op / 10  # idle_timeout=5 evicts what went unused for 50 ops
+            key = f"k{op % 6}"
+            if op % 3 == 0:
+                entered = reg.enter(key)
+                try:
+                    check(key, entered)
+                finally:
+                    reg.leave(key, entered)
+            elif op % 3 == 1:
+                with reg.use(key) as used:
+                    check(key, used)
+            else:
+                pinned = reg.pin(key)
+                reg.unpin(key, pinned)
+            if op % 50 == 0:
+                reg.evict(key)
+            if op % 40 == 0:
+                keys = reg.keys()
+                assert len(set(keys)) == len(keys)
+
+    def runner() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001  # re-raised in the test
+            errors.append(error)
+
+    thread = threading.Thread(target=runner, daemon=True)
+    old = gc.get_threshold()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1)
+    try:
+        thread.start()
+        thread.join(60)
+    finally:
+        gc.set_threshold(*old)
+        gc.callbacks.remove(callback)
+    # A deadlocked worker holds the registry's lock for good: closing it would hang too.
+    assert not thread.is_alive(), "deadlock: a gc pass used the registry while its thread held the lock"
+    try:
+        assert not errors, errors[:3]
+        assert state["runs"] > 100  # the gc passes did use the registry
+        assert current() is host
+        listed = reg.keys()
+        live = {key: reg.get(key) for key in listed}
+        assert all(c.name == key and not c.closed for key, c in live.items())
+        if "max_tenants" in limits:
+            assert len(reg) <= limits["max_tenants"]
+    finally:
+        reg.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 
@@ -23,6 +24,10 @@ def serve_asgi(host: str, port: int, target: str) -> None:
     config = uvicorn.Config(target, host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     sock = config.bind_socket()
+    # Made with proto 0, which asyncio's transports take for "not TCP": without this, Nagle
+    # holds each response's body until the client's delayed ACK of its start, 40 ms per request
+    # (accepted connections inherit the option).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(config.backlog)  # connections wait from here on, so the address is served
     print(f"serving ASGI (uvicorn) on {url(host, sock.getsockname()[1])}", flush=True)
     server.run(sockets=[sock])
