@@ -217,20 +217,10 @@ class TenantRegistry:
                     if self._entries.get(key) is not entry:  # ... or since the pin
                         stale, entry = container, None
                     else:
-                        self._latest = entry  # before the move: see _note_use()
-                        try:
-                            self._entries.move_to_end(key)
-                        except KeyError:  # unlisted by a finalizer (that saw the pin)
-                            pass
-                        if self._idle_timeout is None:  # the order is all max_tenants needs
-                            if len(self._entries) <= self._limit:
-                                return container
-                            evicted = self._choose_evictions(0.0)
-                        else:
-                            entry.last_used = now = self._clock()
-                            if len(self._entries) <= self._limit and now < self._idle_due:
-                                return container
-                            evicted = self._choose_evictions(now)
+                        now = self._note_use(entry)
+                        if len(self._entries) <= self._limit and now < self._idle_due:
+                            return container
+                        evicted = self._choose_evictions(now)
         if entry is None:  # unknown, or evicted by a finalizer: made or found anew unlocked
             if stale is not None:
                 self._release(stale)
