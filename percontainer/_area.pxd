@@ -112,10 +112,11 @@ cdef inline Py_ssize_t sparse_live(pc_sparse* table) noexcept:
     return live
 
 
-cdef inline Py_ssize_t sparse_capacity(Py_ssize_t live) noexcept:
-    """Return the capacity that holds `live` entries at a load of a quarter or less."""
+cdef inline Py_ssize_t sparse_capacity(Py_ssize_t live, Py_ssize_t per_entry) noexcept:
+    """Return the capacity that holds `live` entries (and one more) at a load of 1 / per_entry
+    or less."""
     cdef Py_ssize_t capacity = SPARSE_MIN
-    while capacity < 4 * (live + 1):
+    while capacity < per_entry * (live + 1):
         capacity <<= 1
     return capacity
 
@@ -174,7 +175,6 @@ cdef inline int flat_cover(Area* area, Py_ssize_t lo, Py_ssize_t hi) except -1:
     # outside the window (flat's values now outside it, the table's not taken in).
     cdef pc_sparse* old_table = area.sparse
     cdef pc_sparse* table = NULL
-    cdef Py_ssize_t capacity = SPARSE_MIN
     for i in range(old_size):
         if old[i] != NULL and not lo <= old_lo + i < hi:
             outside += 1
@@ -183,11 +183,9 @@ cdef inline int flat_cover(Area* area, Py_ssize_t lo, Py_ssize_t hi) except -1:
             slot = old_table.entries[i].slot
             if old_table.entries[i].value != NULL and not lo <= slot < hi:
                 outside += 1
-    while capacity < 2 * (outside + 1):  # a load of one half or less, as entries are added
-        capacity <<= 1
     flat = <PyObject**>PyMem_Calloc(size, sizeof(PyObject*))
     if outside and flat != NULL:
-        table = sparse_new(capacity)
+        table = sparse_new(sparse_capacity(outside, 2))  # at most half full as they go in
         if table == NULL:
             PyMem_Free(flat)
             flat = NULL
@@ -249,7 +247,7 @@ cdef inline PyObject** area_slot(Area* area, Py_ssize_t slot) except NULL:
         if live > area.size and high - low < DENSE * live:  # a denser cluster: move there
             flat_cover(area, low, high)
             return &area.flat[slot - area.lo]
-        sparse_rebuild(area, sparse_capacity(live))
+        sparse_rebuild(area, sparse_capacity(live, 4))  # a quarter full: room to grow
     elif table == NULL:
         sparse_rebuild(area, SPARSE_MIN)
     return sparse_entry(area.sparse, slot)
