@@ -59,13 +59,26 @@ cdef extern from "Python.h":
     ctypedef struct PyThreadState:
         uint64_t id
         uint64_t context_ver
-    PyThreadState* PyThreadState_Get()
     object PyContextVar_New(const char* name, PyObject* default_value)
     int PyContextVar_Get(object var, PyObject* default_value, PyObject** value) except -1
     object PyContextVar_Set(object var, object value)
     int PyContextVar_Reset(object var, object token)  # -1 with an error set: see _exit_failed
     bint PyErr_ExceptionMatches(object exc)
     void PyErr_Clear()
+
+cdef extern from *:
+    """
+    /* The calling thread's state (every caller holds the GIL, so it is never NULL): without
+       PyThreadState_Get()'s check for NULL where CPython exports a call that skips it. */
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define pc_tstate() PyThreadState_GetUnchecked()
+    #elif PY_VERSION_HEX >= 0x030C0000
+    #define pc_tstate() _PyThreadState_UncheckedGet()
+    #else
+    #define pc_tstate() PyThreadState_Get()
+    #endif
+    """
+    PyThreadState* pc_tstate() noexcept
 
 cdef extern from *:
     # add(): a counter's int that nothing but the area references (refcount 1) is bumped in
@@ -354,21 +367,6 @@ cdef PyObject* _value_uncached(PyThreadState* ts) noexcept:
     return <PyObject*>_HOST_FRAME
 
 
-cdef extern from *:
-    """
-    /* The calling thread's state, which holds the GIL, so never NULL: without
-       PyThreadState_Get()'s check for NULL where CPython exports a call that skips it. */
-    #if PY_VERSION_HEX >= 0x030D0000
-    #define pc_tstate() PyThreadState_GetUnchecked()
-    #elif PY_VERSION_HEX >= 0x030C0000
-    #define pc_tstate() _PyThreadState_UncheckedGet()
-    #else
-    #define pc_tstate() PyThreadState_Get()
-    #endif
-    """
-    PyThreadState* pc_tstate() noexcept
-
-
 cdef inline PyObject* _current_ptr() except NULL:
     """Return the current container, borrowed: the hot path of every read and write."""
     cdef PyThreadState* ts = pc_tstate()
@@ -412,13 +410,13 @@ cdef inline int _making_reset(object token, tuple making_now) except -1:
     context does): every ContextVar cache of this thread misses until read again."""
     _making.reset(token)
     if token.old_value is _MISSING:
-        PyThreadState_Get().context_ver += 1
+        pc_tstate().context_ver += 1
     return 0
 
 
 cdef str _describe_current():
     """Name what is current, for an error message (never raises)."""
-    cdef PyObject* value = _value_now(PyThreadState_Get())
+    cdef PyObject* value = _value_now(pc_tstate())
     if Py_TYPE(value) == frame_type:
         return repr((<_Frame>value).container)
     return repr(<object>value)
@@ -433,7 +431,7 @@ cdef int _check_var_cache() except -1:
     cdef pc_contextvar* var = <pc_contextvar*>_current_frame
     probe = object()
     token = PyContextVar_Set(_current_frame, probe)
-    ts = PyThreadState_Get()
+    ts = pc_tstate()
     cdef bint same = (var.var_cached == <PyObject*>probe and var.var_cached_tsid == ts.id
                       and var.var_cached_tsver == ts.context_ver)
     PyContextVar_Reset(_current_frame, token)
@@ -473,7 +471,7 @@ cdef object _call_inside(Container container, object fn, tuple args):
     """Call fn inside container without the closed check (for hooks and factories)."""
     if not enabled:
         return fn(*args)
-    cdef PyThreadState* ts = PyThreadState_Get()  # this thread's, for as long as it runs
+    cdef PyThreadState* ts = pc_tstate()  # this thread's, for as long as it runs
     cdef _Frame frame = _Frame.__new__(_Frame)
     frame.container = container  # not an entry: it counts no user
     frame.below = <object>_value_now(ts)
@@ -796,7 +794,7 @@ cdef inline void _give_back(_Frame frame) noexcept:
 
 cdef int _enter(Container container) except -1:
     """Make container current in this thread or task (the work of `with container:`)."""
-    return _enter_in(container, PyThreadState_Get())
+    return _enter_in(container, pc_tstate())
 
 
 cdef inline int _enter_in(Container container, PyThreadState* ts) except -1:
@@ -817,7 +815,7 @@ cdef inline int _enter_in(Container container, PyThreadState* ts) except -1:
 
 cdef int _exit(Container container) except -1:
     """Restore what was current before the matching _enter(); change nothing on a mismatch."""
-    return _exit_in(container, PyThreadState_Get())
+    return _exit_in(container, pc_tstate())
 
 
 cdef inline int _exit_in(Container container, PyThreadState* ts) except -1:
@@ -1077,7 +1075,7 @@ cdef object _run_vector(object self, PyObject** args, Py_ssize_t nargs, PyObject
     if nargs < 1:
         raise TypeError("run() needs the function to call: c.run(fn, *args, **kwargs)")
     cdef Container container = <Container>self  # the method descriptor checked the type
-    cdef PyThreadState* ts = PyThreadState_Get()
+    cdef PyThreadState* ts = pc_tstate()
     _enter_in(container, ts)
     try:
         result = PyObject_Vectorcall(<object>args[0], args + 1, <size_t>(nargs - 1), kwnames)
