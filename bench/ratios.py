@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import gc
 import importlib
 import sys
 import timeit
-import tracemalloc
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+
+from percontainer.benchmark.timing import traced_bytes
 
 
 def interleaved_min(stmts: dict[str, str], env: dict[str, Any], number: int,
@@ -34,18 +33,6 @@ def interleaved_min(stmts: dict[str, str], env: dict[str, Any], number: int,
             best[key] = min(best[key], seconds / number * 1e9)
     loop = best.pop("_loop")
     return {key: max(value - loop, 0.01) for key, value in best.items()}
-
-
-def traced_bytes(build: Callable[[], Any]) -> tuple[int, Any]:
-    """Return the bytes that build() leaves allocated (tracemalloc), and what it built."""
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    built = build()
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    return after - before, built
 
 
 def slots_class(fields: int) -> type:
