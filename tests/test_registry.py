@@ -41,6 +41,12 @@ LIMITS = pytest.mark.parametrize("limits", [
     {}, {"max_tenants": 100}, {"max_tenants": 100, "idle_timeout": 1e9}], ids=["none", "max", "idle"])
 
 
+@pytest.fixture
+def reports(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What sys.unraisablehook receives during the test (checked by the test, not here)."""
+    received: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", received.append)
+    return received
 
 
 @pytest.fixture
@@ -534,11 +540,9 @@ def test_registry_as_context_manager() -> None:
 # -- exit hooks that raise during eviction ------------------------------------------------------
 @enabled_only
 def test_failing_exit_hook_on_eviction_is_reported_not_raised(
-        make: Callable[..., TenantRegistry], name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        make: Callable[..., TenantRegistry], name: str, reports: list[Any]) -> None:
     """A tenant evicted to make room for another request has an exit hook that raises: the
     error goes to sys.unraisablehook, the unrelated request succeeds and is not left pinned."""
-    reports: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", reports.append)
 
     def hook(value: Any) -> None:
         if value == "boom":
@@ -940,9 +944,7 @@ def without_deadlock(body: Callable[[], None]) -> None:
         raise errors[0]
 
 
-def test_finalizer_evicting_the_tenant_being_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
-    reports: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+def test_finalizer_evicting_the_tenant_being_pinned(reports: list[Any]) -> None:
     clock = GcClock()
     reg = TenantRegistry(idle_timeout=100, clock=clock)
 
@@ -962,9 +964,7 @@ def test_finalizer_evicting_the_tenant_being_pinned(monkeypatch: pytest.MonkeyPa
     assert not reports
 
 
-def test_finalizer_making_the_tenant_being_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    reports: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+def test_finalizer_making_the_tenant_being_made(reports: list[Any]) -> None:
     clock = GcClock()
     reg = TenantRegistry(idle_timeout=100, clock=clock)
 
@@ -981,9 +981,7 @@ def test_finalizer_making_the_tenant_being_made(monkeypatch: pytest.MonkeyPatch)
     assert not reports
 
 
-def test_finalizer_using_other_tenants_during_eviction(monkeypatch: pytest.MonkeyPatch) -> None:
-    reports: list[Any] = []
-    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+def test_finalizer_using_other_tenants_during_eviction(reports: list[Any]) -> None:
     clock = GcClock()
     reg = TenantRegistry(max_tenants=2, idle_timeout=100, clock=clock)
 
